@@ -1,0 +1,69 @@
+package model
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"gopkg.in/yaml.v3"
+)
+
+// ParseYAML decodes a store document strictly (an unknown key is an error
+// naming its line), fills defaults and validates it. name names the input
+// in errors (a file path, "stdin").
+func ParseYAML(name string, b []byte) (*Document, error) {
+	var d Document
+	if err := DecodeStrict(bytes.NewReader(b), &d); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	d.Normalize()
+	if err := d.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return &d, nil
+}
+
+// DecodeStrict decodes one YAML document into v, rejecting unknown keys.
+// An empty input leaves v as it is.
+func DecodeStrict(r io.Reader, v any) error {
+	dec := yaml.NewDecoder(r)
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	var extra any
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("more than one YAML document")
+	}
+	return nil
+}
+
+// MarshalYAML encodes a document the way the file store writes it.
+func MarshalYAML(d *Document) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(d); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// DecodeJSONStrict decodes JSON (a Consul KV value), rejecting unknown
+// fields.
+func DecodeJSONStrict(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return fmt.Errorf("trailing data after the JSON value")
+	}
+	return nil
+}

@@ -1,0 +1,234 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/v6pod/v6pod/internal/fswatch"
+	"github.com/v6pod/v6pod/internal/model"
+)
+
+// File is the file store: one YAML document (see DESIGN.md). Readers watch
+// the file's folder; writers take an flock on <file>.lock, check the
+// version they read, write a temporary file and rename it into place.
+type File struct {
+	path string
+	log  *slog.Logger
+}
+
+var _ Store = (*File)(nil)
+
+// OpenFile returns the file store at path. The file need not exist yet: it
+// reads as an empty document until the first write creates it.
+func OpenFile(path string, opts Options) *File {
+	return &File{path: path, log: opts.logger()}
+}
+
+func (f *File) String() string { return "file://" + f.path }
+
+// Close implements Store; the file store holds nothing open.
+func (f *File) Close() error { return nil }
+
+// Load implements Store. A missing file is an empty document at version 0.
+func (f *File) Load(context.Context) (*model.Document, error) {
+	d, _, err := f.read()
+	return d, err
+}
+
+func (f *File) read() (*model.Document, []byte, error) {
+	b, err := os.ReadFile(f.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &model.Document{}, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("store: %w", err)
+	}
+	d, err := model.ParseYAML(f.path, b)
+	if err != nil {
+		return nil, nil, fmt.Errorf("store: %w", err)
+	}
+	return d, b, nil
+}
+
+// Update implements Store.
+func (f *File) Update(ctx context.Context, fn func(*model.Document) error) (*model.Document, error) {
+	unlock, err := f.lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+
+	old, oldBytes, err := f.read()
+	if err != nil {
+		return nil, fmt.Errorf("%w (fix the file before writing to it)", err)
+	}
+	d := old.Clone()
+	if err := fn(d); err != nil {
+		return nil, err
+	}
+	d.Normalize()
+	if err := d.Validate(); err != nil {
+		return nil, fmt.Errorf("store: %s: the change is not valid: %w", f.path, err)
+	}
+	d.Version = old.Version
+	if same, err := equalDocs(old, d); err != nil || same {
+		return old, err
+	}
+	d.Version = old.Version + 1
+	out, err := model.MarshalYAML(d)
+	if err != nil {
+		return nil, fmt.Errorf("store: encode: %w", err)
+	}
+	// Someone who does not take the lock (an editor) may have written
+	// since we read; never overwrite that.
+	if now, err := os.ReadFile(f.path); err == nil && !bytes.Equal(now, oldBytes) || err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrConflict
+	}
+	if err := writeAtomic(f.path, out); err != nil {
+		return nil, fmt.Errorf("store: write %s: %w", f.path, err)
+	}
+	f.log.Info("store written", "store", f.String(), "version", d.Version)
+	return d, nil
+}
+
+func equalDocs(a, b *model.Document) (bool, error) {
+	x, err := model.MarshalYAML(a)
+	if err != nil {
+		return false, err
+	}
+	y, err := model.MarshalYAML(b)
+	if err != nil {
+		return false, err
+	}
+	return bytes.Equal(x, y), nil
+}
+
+// lock takes the writers' flock on <file>.lock, waiting until ctx ends.
+func (f *File) lock(ctx context.Context) (func(), error) {
+	lf, err := os.OpenFile(f.path+".lock", os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("store: lock: %w", err)
+	}
+	for {
+		err := unix.Flock(int(lf.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { unix.Flock(int(lf.Fd()), unix.LOCK_UN); lf.Close() }, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			lf.Close()
+			return nil, fmt.Errorf("store: lock %s.lock: %w", f.path, err)
+		}
+		select {
+		case <-ctx.Done():
+			lf.Close()
+			return nil, fmt.Errorf("store: waiting for the lock %s.lock: %w", f.path, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// writeAtomic writes b to a temporary file beside path, syncs it and
+// renames it over path, so readers see the old or the new file, never half.
+func writeAtomic(path string, b []byte) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	mode := fs.FileMode(0o644)
+	if fi, err := os.Stat(path); err == nil {
+		mode = fi.Mode().Perm()
+	}
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// Watch implements Store: it reads the file at once and after each change
+// to it, including a replacement by rename.
+func (f *File) Watch(ctx context.Context, fn func(*model.Document, error)) error {
+	var last []byte
+	reload := func() {
+		b, err := os.ReadFile(f.path)
+		if err == nil && last != nil && bytes.Equal(b, last) {
+			return // a touch, or our own event twice
+		}
+		last = nil // set again on success: after an error, good bytes are news
+		if errors.Is(err, fs.ErrNotExist) {
+			fn(nil, fmt.Errorf("store: %s: file removed; keeping the last good data", f.path))
+			return
+		}
+		if err != nil {
+			fn(nil, fmt.Errorf("store: %w", err))
+			return
+		}
+		d, err := model.ParseYAML(f.path, b)
+		if err != nil {
+			f.log.Warn("store file invalid, keeping the last good data", "store", f.String(), "err", err)
+			fn(nil, fmt.Errorf("store: %w", err))
+			return
+		}
+		last = b
+		fn(d, nil)
+	}
+	// Start watching before the first read, so no change slips between.
+	errc := make(chan error, 1)
+	events := make(chan struct{}, 1)
+	go func() {
+		errc <- fswatch.WatchFile(ctx, f.path, 50*time.Millisecond, func() {
+			select {
+			case events <- struct{}{}:
+			default:
+			}
+		})
+	}()
+	if _, err := os.Stat(f.path); errors.Is(err, fs.ErrNotExist) {
+		last = []byte{}
+		fn(&model.Document{}, nil)
+	} else {
+		reload()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errc:
+			if err != nil {
+				return err
+			}
+			return nil
+		case <-events:
+			reload()
+		}
+	}
+}
