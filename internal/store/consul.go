@@ -1,0 +1,455 @@
+package store
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/v6pod/v6pod/internal/model"
+)
+
+// DefaultConsulPrefix is the KV prefix when the URL names none.
+const DefaultConsulPrefix = "v6pod"
+
+// Consul is the Consul KV store (see DESIGN.md):
+//
+//	<prefix>/pools/<pool>     JSON of a model.Pool
+//	<prefix>/routes/<fqdn>    JSON of a model.Route (canonical name, final dot)
+//	<prefix>/hosts/<hostname> the app name, raw
+//	<prefix>/version          a counter every writer bumps with check-and-set
+//
+// Other keys under the prefix (edges/, nat64/) belong to other readers and
+// are ignored. Every write is one transaction with check-and-set on each
+// changed key and on <prefix>/version, so concurrent writers serialize: a
+// change that was checked against one state of the whole document (no
+// address in two pools, routes naming existing pools) never lands on
+// another. Apps are not kept in KV: they come from the Consul catalog.
+type Consul struct {
+	client *api.Client
+	addr   string
+	prefix string // without a final slash
+	log    *slog.Logger
+
+	// waitTime bounds one blocking query of Watch; retryMin and retryMax
+	// bound its back-off after an error.
+	waitTime, retryMin, retryMax time.Duration
+}
+
+var _ Store = (*Consul)(nil)
+
+// maxTxnOps is Consul's limit on the operations of one transaction.
+const maxTxnOps = 128
+
+func init() { openers["consul"] = openConsulURL }
+
+func openConsulURL(u *url.URL, opts Options) (Store, error) { return OpenConsul(u, opts) }
+
+// OpenConsul opens the Consul store consul://host:port/prefix. The token is
+// opts.ConsulToken, or CONSUL_HTTP_TOKEN when that is empty; the other
+// CONSUL_* variables of the Consul API client (TLS files) apply too, except
+// CONSUL_HTTP_ADDR: the URL names the agent.
+func OpenConsul(u *url.URL, opts Options) (*Consul, error) {
+	client, prefix, err := ConsulClient(u, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Consul{
+		client: client, addr: u.Host, prefix: prefix, log: opts.logger(),
+		waitTime: time.Minute, retryMin: 100 * time.Millisecond, retryMax: 10 * time.Second,
+	}, nil
+}
+
+// ConsulClient returns an API client for the agent a consul:// URL names,
+// and the KV prefix (DefaultConsulPrefix when the URL has no path). ops uses
+// it for the catalog and the edges/ keys.
+func ConsulClient(u *url.URL, opts Options) (*api.Client, string, error) {
+	if u.Scheme != "consul" {
+		return nil, "", fmt.Errorf("store %s: not a consul:// URL", u.Redacted())
+	}
+	if u.Host == "" {
+		return nil, "", fmt.Errorf("store %s: no agent address; write consul://host:port/prefix", u.Redacted())
+	}
+	if u.User != nil {
+		return nil, "", fmt.Errorf("store consul://%s: no credentials in the URL; use CONSUL_HTTP_TOKEN", u.Host)
+	}
+	prefix := strings.Trim(u.Path, "/")
+	if prefix == "" {
+		prefix = DefaultConsulPrefix
+	}
+	cfg := api.DefaultConfig()
+	cfg.Address = u.Host
+	cfg.Token = opts.ConsulToken
+	if cfg.Token == "" {
+		cfg.Token = os.Getenv("CONSUL_HTTP_TOKEN")
+	}
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, "", fmt.Errorf("store consul://%s/%s: %w", u.Host, prefix, err)
+	}
+	return client, prefix, nil
+}
+
+func (c *Consul) String() string { return "consul://" + c.addr + "/" + c.prefix }
+
+// Client is the Consul API client the store uses.
+func (c *Consul) Client() *api.Client { return c.client }
+
+// Prefix is the KV prefix, without a final slash.
+func (c *Consul) Prefix() string { return c.prefix }
+
+// Close implements Store.
+func (c *Consul) Close() error { return nil }
+
+// kvState is the document as read, with what a writer needs to check it.
+type kvState struct {
+	doc     *model.Document
+	enc     map[string][]byte // key → canonical encoding of its value
+	index   map[string]uint64 // key → ModifyIndex
+	counter uint64            // value of <prefix>/version
+	vindex  uint64            // ModifyIndex of <prefix>/version (0: absent)
+	keys    int               // keys under the prefix, all kinds
+}
+
+// Load implements Store: one consistent recursive read of the prefix.
+func (c *Consul) Load(ctx context.Context) (*model.Document, error) {
+	st, err := c.read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return st.doc, nil
+}
+
+func (c *Consul) read(ctx context.Context) (*kvState, error) {
+	q := (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx)
+	pairs, meta, err := c.client.KV().List(c.prefix+"/", q)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: read: %w", c, err)
+	}
+	return c.decode(pairs, meta.LastIndex)
+}
+
+// decode turns the KV pairs under the prefix into a checked document.
+func (c *Consul) decode(pairs api.KVPairs, index uint64) (*kvState, error) {
+	st := &kvState{
+		doc:   &model.Document{Version: index},
+		enc:   map[string][]byte{},
+		index: map[string]uint64{},
+		keys:  len(pairs),
+	}
+	var errs []error
+	bad := func(key string, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("key %s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	// Sort by key so the document's order is stable.
+	slices.SortFunc(pairs, func(a, b *api.KVPair) int { return cmp.Compare(a.Key, b.Key) })
+	for _, p := range pairs {
+		rest, ok := strings.CutPrefix(p.Key, c.prefix+"/")
+		if !ok || strings.HasSuffix(rest, "/") {
+			continue // a folder marker
+		}
+		kind, name, _ := strings.Cut(rest, "/")
+		switch kind {
+		case "version":
+			if name != "" {
+				continue
+			}
+			n, err := strconv.ParseUint(strings.TrimSpace(string(p.Value)), 10, 64)
+			if err != nil {
+				bad(p.Key, "not a counter: %v", err)
+				continue
+			}
+			st.counter, st.vindex = n, p.ModifyIndex
+			continue
+		case "pools":
+			var pool model.Pool
+			if err := model.DecodeJSONStrict(p.Value, &pool); err != nil {
+				bad(p.Key, "%v", err)
+				continue
+			}
+			if pool.Name == "" {
+				pool.Name = name
+			}
+			if pool.Name != name {
+				bad(p.Key, "holds pool %q; the key must be the pool's name", pool.Name)
+				continue
+			}
+			st.doc.Pools = append(st.doc.Pools, pool)
+		case "routes":
+			var r model.Route
+			if err := model.DecodeJSONStrict(p.Value, &r); err != nil {
+				bad(p.Key, "%v", err)
+				continue
+			}
+			if r.Name == "" {
+				r.Name = name
+			}
+			if model.CanonicalName(r.Name) != model.CanonicalName(name) {
+				bad(p.Key, "holds route %q; the key must be the route's name", r.Name)
+				continue
+			}
+			st.doc.Routes = append(st.doc.Routes, r)
+		case "hosts":
+			if st.doc.Hosts == nil {
+				st.doc.Hosts = map[string]string{}
+			}
+			st.doc.Hosts[name] = strings.TrimSpace(string(p.Value))
+		default:
+			continue // edges/, nat64/ and the like: not ours
+		}
+		st.index[p.Key] = p.ModifyIndex
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("store %s: %w", c, err)
+	}
+	st.doc.Normalize()
+	if err := st.doc.Validate(); err != nil {
+		return nil, fmt.Errorf("store %s: %w", c, err)
+	}
+	enc, err := c.encode(st.doc)
+	if err != nil {
+		return nil, err
+	}
+	// The keys read hold what the document holds; a key not in enc (a
+	// route stored under a non-canonical key) is rewritten by the next
+	// writer and its old key deleted.
+	for k := range st.index {
+		if b, ok := enc[k]; ok {
+			st.enc[k] = b
+		} else {
+			st.enc[k] = nil
+		}
+	}
+	return st, nil
+}
+
+// encode returns the KV form of a document: key → value.
+func (c *Consul) encode(d *model.Document) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	for i := range d.Pools {
+		b, err := json.Marshal(&d.Pools[i])
+		if err != nil {
+			return nil, fmt.Errorf("store %s: encode pool %s: %w", c, d.Pools[i].Name, err)
+		}
+		out[c.prefix+"/pools/"+d.Pools[i].Name] = b
+	}
+	for i := range d.Routes {
+		b, err := json.Marshal(&d.Routes[i])
+		if err != nil {
+			return nil, fmt.Errorf("store %s: encode route %s: %w", c, d.Routes[i].Name, err)
+		}
+		out[c.prefix+"/routes/"+d.Routes[i].Name] = b
+	}
+	for h, app := range d.Hosts {
+		out[c.prefix+"/hosts/"+h] = []byte(app)
+	}
+	return out, nil
+}
+
+// Update implements Store: read everything, let fn change a copy, check it,
+// and write the changed keys in one transaction with check-and-set on each
+// of them and on <prefix>/version.
+func (c *Consul) Update(ctx context.Context, fn func(*model.Document) error) (*model.Document, error) {
+	st, err := c.read(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w (fix the data before writing to it)", err)
+	}
+	d := st.doc.Clone()
+	if err := fn(d); err != nil {
+		return nil, err
+	}
+	d.Normalize()
+	if err := d.Validate(); err != nil {
+		return nil, fmt.Errorf("store: %s: the change is not valid: %w", c, err)
+	}
+	if len(d.Apps) > 0 {
+		return nil, fmt.Errorf("store: %s: apps are not kept in Consul KV (they come from the Consul catalog)", c)
+	}
+	enc, err := c.encode(d)
+	if err != nil {
+		return nil, err
+	}
+	var sets, dels api.TxnOps
+	for k, b := range enc {
+		if old, ok := st.enc[k]; ok && old != nil && bytes.Equal(old, b) {
+			continue
+		}
+		sets = append(sets, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVCAS, Key: k, Value: b, Index: st.index[k]}})
+	}
+	for k := range st.enc {
+		if _, ok := enc[k]; !ok {
+			dels = append(dels, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: k, Index: st.index[k]}})
+		}
+	}
+	if len(sets)+len(dels) == 0 {
+		return st.doc, nil
+	}
+	// Creations before deletions, pools before routes before hosts: when a
+	// change is too big for one transaction, readers of the parts in
+	// between see as few dangling references as possible.
+	order := func(op *api.TxnOp) int {
+		k := op.KV.Key[len(c.prefix)+1:]
+		switch {
+		case strings.HasPrefix(k, "pools/"):
+			return 0
+		case strings.HasPrefix(k, "routes/"):
+			return 1
+		}
+		return 2
+	}
+	byKind := func(rev bool) func(a, b *api.TxnOp) int {
+		return func(a, b *api.TxnOp) int {
+			x, y := order(a), order(b)
+			if rev {
+				x, y = y, x
+			}
+			return cmp.Or(cmp.Compare(x, y), cmp.Compare(a.KV.Key, b.KV.Key))
+		}
+	}
+	slices.SortFunc(sets, byKind(false))
+	slices.SortFunc(dels, byKind(true))
+	ops := append(api.TxnOps{{KV: &api.KVTxnOp{
+		Verb: api.KVCAS, Key: c.prefix + "/version",
+		Value: []byte(strconv.FormatUint(st.counter+1, 10)), Index: st.vindex,
+	}}}, append(sets, dels...)...)
+
+	var written uint64
+	for len(ops) > 0 {
+		n := min(len(ops), maxTxnOps)
+		idx, err := c.txn(ctx, ops[:n])
+		if err != nil {
+			if written > 0 {
+				return nil, fmt.Errorf("%w (the change was too big for one transaction and is only partly written; run it again)", err)
+			}
+			return nil, err
+		}
+		written = max(written, idx)
+		ops = ops[n:]
+	}
+	d.Version = written
+	c.log.Info("store written", "store", c.String(), "keys", len(sets)+len(dels), "index", written)
+	return d, nil
+}
+
+// txn runs one transaction and returns the largest ModifyIndex it wrote.
+func (c *Consul) txn(ctx context.Context, ops api.TxnOps) (uint64, error) {
+	ok, resp, _, err := c.client.Txn().Txn(ops, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return 0, fmt.Errorf("store %s: write: %w", c, err)
+	}
+	if !ok {
+		var errs []error
+		stale := false
+		for _, e := range resp.Errors {
+			if strings.Contains(e.What, "index is stale") {
+				stale = true
+			}
+			errs = append(errs, errors.New(e.What))
+		}
+		if stale {
+			return 0, ErrConflict
+		}
+		return 0, fmt.Errorf("store %s: write refused: %w", c, errors.Join(errs...))
+	}
+	var idx uint64
+	for _, r := range resp.Results {
+		if r.KV != nil {
+			idx = max(idx, r.KV.ModifyIndex)
+		}
+	}
+	return idx, nil
+}
+
+// Watch implements Store with blocking queries on the prefix. fn gets a
+// document only when the data changed (a write elsewhere under the prefix,
+// such as an edge's bgp status, is not news), and an error when Consul
+// cannot be read or holds invalid data; after an error, the next good
+// document is delivered even when it is the same as before.
+func (c *Consul) Watch(ctx context.Context, fn func(*model.Document, error)) error {
+	var (
+		index   uint64
+		last    []byte // canonical encoding of the last document delivered
+		hadData bool
+		failed  bool
+		retry   = c.retryMin
+	)
+	wait := func(d time.Duration) bool {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		}
+	}
+	for ctx.Err() == nil {
+		q := (&api.QueryOptions{WaitIndex: index, WaitTime: c.waitTime}).WithContext(ctx)
+		pairs, meta, err := c.client.KV().List(c.prefix+"/", q)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			c.log.Warn("store watch failed, keeping the last good data", "store", c.String(), "err", err, "retry", retry)
+			fn(nil, fmt.Errorf("store %s: watch: %w", c, err))
+			failed, index = true, 0
+			if !wait(retry) {
+				return nil
+			}
+			retry = min(2*retry, c.retryMax)
+			continue
+		}
+		retry = c.retryMin
+		if meta.LastIndex < index {
+			// The index went backwards (a restored or restarted
+			// server): start over.
+			index = 0
+		} else {
+			index = max(meta.LastIndex, 1)
+		}
+		if len(pairs) == 0 && hadData {
+			// Everything under the prefix is gone, even the version
+			// key every writer leaves: data loss, not an operator.
+			failed = true
+			fn(nil, fmt.Errorf("store %s: nothing under %s/ any more (Consul lost its data?); keeping the last good data", c, c.prefix))
+			continue
+		}
+		st, err := c.decode(pairs, meta.LastIndex)
+		if err != nil {
+			c.log.Warn("store data invalid, keeping the last good data", "store", c.String(), "err", err)
+			failed = true
+			fn(nil, err)
+			continue
+		}
+		cur, err := canonical(st.doc)
+		if err != nil {
+			fn(nil, err)
+			continue
+		}
+		if !failed && last != nil && bytes.Equal(cur, last) {
+			continue
+		}
+		hadData = hadData || len(pairs) > 0
+		failed, last = false, cur
+		fn(st.doc, nil)
+	}
+	return nil
+}
+
+// canonical encodes a document without its version, to compare contents.
+func canonical(d *model.Document) ([]byte, error) {
+	c := *d
+	c.Version = 0
+	return json.Marshal(&c)
+}
