@@ -191,3 +191,92 @@ func TestGoBGPDLearnsRoutesFromGoBGPSpeaker(t *testing.T) {
 	t.Parallel()
 	checkPeerLearnsFromSpeaker(t, StartGoBGPD, "127.0.0.4", "127.0.0.5")
 }
+
+// TCP-MD5 on a passive BIRD, and a BIRD restart: the session comes back on
+// the same port and the route is learned again.
+func TestBIRDPasswordPassiveRestart(t *testing.T) {
+	t.Parallel()
+	sp := startSpeaker(t, "127.0.0.7", 65001)
+	peer := StartBIRD(t, BGPPeerConfig{LocalAddr: "127.0.0.8", ASN: 65000, Neighbors: []BGPNeighbor{
+		{Addr: "127.0.0.7", ASN: 65001, Password: "md5-s3cret", Passive: true},
+	}})
+	sp.addPeer(t, peer, "md5-s3cret")
+	peer.WaitEstablished(t, "127.0.0.7", 20*time.Second)
+	sp.announce(t, announcePath(t, "203.0.113.1/32", "127.0.0.7", 0, gracefulShutdown))
+	isVIP := func(r Route) bool { return r.Prefix.String() == "203.0.113.1/32" }
+	peer.WaitRoute(t, "ipv4", 10*time.Second, isVIP)
+
+	port := peer.Port()
+	t0 := time.Now()
+	peer.Restart()
+	t.Logf("restart took %s", time.Since(t0))
+	if peer.Port() != port {
+		t.Fatalf("port changed over restart: %d -> %d", port, peer.Port())
+	}
+	peer.WaitEstablished(t, "127.0.0.7", 30*time.Second)
+	t.Logf("established again after %s", time.Since(t0))
+	r := peer.WaitRoute(t, "ipv4", 10*time.Second, isVIP)
+	if !slices.Contains(r.Communities, "65535:0") {
+		t.Errorf("communities %q after restart", r.Communities)
+	}
+}
+
+// A wrong password never reaches Established (the peer really checks MD5).
+func TestGoBGPDWrongPasswordStaysDown(t *testing.T) {
+	t.Parallel()
+	sp := startSpeaker(t, "127.0.0.9", 65001)
+	peer := StartGoBGPD(t, BGPPeerConfig{LocalAddr: "127.0.0.10", ASN: 65000, Neighbors: []BGPNeighbor{
+		{Addr: "127.0.0.9", ASN: 65001, Port: sp.port, Password: "right"},
+	}})
+	sp.addPeer(t, peer, "wrong")
+	time.Sleep(2500 * time.Millisecond) // both ends try to connect every 1-2 s
+	if st, err := peer.NeighborState("127.0.0.9"); err != nil || st == "Established" {
+		t.Fatalf("state %q, %v; want not Established with a wrong password", st, err)
+	}
+}
+
+// The edge's one-IPv6-session case: IPv4 VIPs with an IPv6 next hop
+// (RFC 8950) over an IPv6 session, in a namespace of the test's own. A
+// gobgpd plays the edge and announces; BIRD and a second gobgpd play ToRs.
+func TestIPv6SessionExtendedNextHop(t *testing.T) {
+	t.Parallel()
+	ns := NewNetns(t, "2001:db8::2", "2001:db8::3", "2001:db8::4")
+	// The ToRs first, so the edge's first connection finds them listening.
+	// Any port is free in the fresh namespace.
+	const torPort, edgePort = 1790, 1791
+	bird := StartBIRD(t, BGPPeerConfig{Netns: ns, LocalAddr: "2001:db8::2", Port: torPort, ASN: 65000,
+		Neighbors: []BGPNeighbor{{Addr: "2001:db8::3", ASN: 65001, Port: edgePort}}})
+	tor := StartGoBGPD(t, BGPPeerConfig{Netns: ns, LocalAddr: "2001:db8::4", Port: torPort, ASN: 65000,
+		Neighbors: []BGPNeighbor{{Addr: "2001:db8::3", ASN: 65001, Port: edgePort, Passive: true}}})
+	edge := StartGoBGPD(t, BGPPeerConfig{Netns: ns, LocalAddr: "2001:db8::3", Port: edgePort, RouterID: "192.0.2.3", ASN: 65001,
+		Neighbors: []BGPNeighbor{{Addr: "2001:db8::2", ASN: 65000, Port: torPort}, {Addr: "2001:db8::4", ASN: 65000, Port: torPort}}})
+	if bird.RouterID() != "10.255.255.254" {
+		t.Errorf("default router ID for an IPv6 LocalAddr = %s", bird.RouterID())
+	}
+	ctx := context.Background()
+	if _, err := edge.API().SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+		Name: "global", Direction: api.PolicyDirection_EXPORT, DefaultAction: api.RouteAction_ACCEPT,
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	bird.WaitEstablished(t, "2001:db8::3", 20*time.Second)
+	t.Logf("bird established after %s", time.Since(t0))
+	tor.WaitEstablished(t, "2001:db8::3", 20*time.Second)
+	t.Logf("tor established after %s", time.Since(t0))
+	if _, err := edge.API().AddPath(ctx, &api.AddPathRequest{Path: announcePath(t, "198.51.100.10/32", "2001:db8::3", 0, gracefulShutdown)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := edge.API().AddPath(ctx, &api.AddPathRequest{Path: announcePath(t, "2001:db8:1::10/128", "2001:db8::3", 0)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []*BGPPeer{bird, tor} {
+		r := p.WaitRoute(t, "ipv4", 10*time.Second, func(r Route) bool { return r.Prefix.String() == "198.51.100.10/32" })
+		t.Logf("%s got %s", p.Kind(), r)
+		if r.NextHop.String() != "2001:db8::3" || !slices.Contains(r.Communities, "65535:0") {
+			t.Errorf("%s: got %s, want next hop 2001:db8::3 and 65535:0", p.Kind(), r)
+		}
+		r6 := p.WaitRoute(t, "ipv6", 10*time.Second, func(r Route) bool { return r.Prefix.String() == "2001:db8:1::10/128" })
+		t.Logf("%s got %s", p.Kind(), r6)
+	}
+}

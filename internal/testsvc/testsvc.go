@@ -62,6 +62,7 @@ func missing(t testing.TB, msg string) {
 	t.Helper()
 	if required() {
 		t.Fatal(msg + " (" + EnvRequire + "=1)")
+		return
 	}
 	t.Skip(msg)
 }
