@@ -1,0 +1,502 @@
+package announce
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+
+	"github.com/v6pod/v6pod/internal/testsvc"
+)
+
+// Test addresses: every test gets its own 127.0.N.0/24 on lo, so tests
+// run in parallel without sharing a BGP session.
+var loopbackNet atomic.Uint32
+
+func init() { loopbackNet.Store(uint32(os.Getpid()%200) + 20) }
+
+// loopPair returns the ToR's and the speaker's address for one test.
+func loopPair() (tor, edge string) {
+	n := loopbackNet.Add(1)%230 + 20
+	return fmt.Sprintf("127.0.%d.2", n), fmt.Sprintf("127.0.%d.3", n)
+}
+
+const (
+	torASN  = 65000
+	edgeASN = 65010
+)
+
+// testLogger writes to the test log when -v.
+func testLogger(t *testing.T) *slog.Logger {
+	if !testing.Verbose() {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tlogWriter struct{ t *testing.T }
+
+func (w tlogWriter) Write(b []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+// baseConfig is a speaker towards one ToR at tor:port, from local.
+func baseConfig(tor string, port int, local string) Config {
+	return Config{
+		LocalASN: edgeASN,
+		RouterID: "192.0.2.10",
+		Node:     "edge-test",
+		Peers: []PeerConfig{{
+			Address: tor, ASN: torASN, Port: port, LocalAddress: local,
+			HoldTime: 3 * time.Second, Keepalive: time.Second, ConnectRetry: time.Second,
+		}},
+		Announce: AnnounceConfig{
+			VIPs:        []PrefixConfig{{Prefix: "203.0.113.10"}, {Prefix: "2001:db8:100::10"}},
+			NodePrefix:  &PrefixConfig{Prefix: "2001:db8:c0::/64"},
+			Communities: []string{"65010:100"},
+		},
+		GracefulShutdownWait: 2 * time.Second,
+		HealthInterval:       100 * time.Millisecond,
+	}
+}
+
+// run starts a speaker's Run in the background; Close ends it at cleanup.
+func run(t *testing.T, cfg Config, opts ...Option) *Speaker {
+	t.Helper()
+	opts = append([]Option{WithLogger(testLogger(t))}, opts...)
+	s, err := New(cfg, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(context.Background()) }()
+	t.Cleanup(func() {
+		s.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return s
+}
+
+// torFor starts a ToR of the given kind with the speaker as neighbor.
+func torFor(t *testing.T, kind string, cfg testsvc.BGPPeerConfig) *testsvc.BGPPeer {
+	t.Helper()
+	if kind == "bird" {
+		return testsvc.StartBIRD(t, cfg)
+	}
+	return testsvc.StartGoBGPD(t, cfg)
+}
+
+// routes returns the ToR's routes by prefix.
+func routes(t *testing.T, tor *testsvc.BGPPeer) map[netip.Prefix]testsvc.Route {
+	t.Helper()
+	rs, err := tor.Routes("")
+	if err != nil {
+		t.Fatalf("routes: %v", err)
+	}
+	m := map[netip.Prefix]testsvc.Route{}
+	for _, r := range rs {
+		m[r.Prefix] = r
+	}
+	return m
+}
+
+// waitFor polls cond until it holds or timeout passes, then fails with the
+// ToR's table.
+func waitFor(t *testing.T, tor *testsvc.BGPPeer, timeout time.Duration, what string, cond func(map[netip.Prefix]testsvc.Route) bool) map[netip.Prefix]testsvc.Route {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var m map[netip.Prefix]testsvc.Route
+	for {
+		m = routes(t, tor)
+		if cond(m) {
+			return m
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	var b strings.Builder
+	for _, r := range m {
+		b.WriteString("  " + r.String() + "\n")
+	}
+	t.Fatalf("%s: not within %s; %s holds:\n%s", what, timeout, tor.Kind(), b.String())
+	return nil
+}
+
+func has(m map[netip.Prefix]testsvc.Route, p string) bool {
+	_, ok := m[netip.MustParsePrefix(p)]
+	return ok
+}
+
+func gshut(r testsvc.Route) bool { return slices.Contains(r.Communities, "65535:0") }
+
+var (
+	vip4 = "203.0.113.10/32"
+	vip6 = "2001:db8:100::10/128"
+	node = "2001:db8:c0::/64"
+)
+
+func allThere(m map[netip.Prefix]testsvc.Route) bool {
+	return has(m, vip4) && has(m, vip6) && has(m, node)
+}
+
+// IPv4 sessions on 127.0.0.x against both ToRs: the routes arrive with
+// the session's address as IPv4 next hop, the configured IPv6 next hop,
+// the communities and the MED, over TCP-MD5.
+func TestPeerReceivesRoutesIPv4Session(t *testing.T) {
+	for _, kind := range []string{"bird", "gobgpd"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			torAddr, edgeAddr := loopPair()
+			tor := torFor(t, kind, testsvc.BGPPeerConfig{
+				LocalAddr: torAddr, ASN: torASN, HoldTime: 3,
+				Neighbors: []testsvc.BGPNeighbor{{Addr: edgeAddr, ASN: edgeASN, Passive: true, Password: "md5-" + kind}},
+			})
+			cfg := baseConfig(torAddr, tor.Port(), edgeAddr)
+			cfg.Peers[0].Password = "md5-" + kind
+			cfg.Announce.NextHopV6 = "2001:db8:ff::3"
+			med := uint32(77)
+			cfg.Announce.VIPs[1].MED = &med
+			cfg.Announce.VIPs[1].Communities = []string{"65010:6", "no-export"}
+			s := run(t, cfg)
+			tor.WaitEstablished(t, edgeAddr, 15*time.Second)
+			m := waitFor(t, tor, 10*time.Second, "all routes", allThere)
+
+			r4 := m[netip.MustParsePrefix(vip4)]
+			if r4.NextHop != netip.MustParseAddr(edgeAddr) || !slices.Equal(r4.Communities, []string{"65010:100"}) || r4.HasMED {
+				t.Errorf("IPv4 VIP: %s", r4)
+			}
+			if len(r4.ASPath) != 1 || r4.ASPath[0] != edgeASN {
+				t.Errorf("IPv4 VIP AS path %v", r4.ASPath)
+			}
+			r6 := m[netip.MustParsePrefix(vip6)]
+			if r6.NextHop != netip.MustParseAddr("2001:db8:ff::3") || !r6.HasMED || r6.MED != 77 ||
+				!slices.Equal(r6.Communities, []string{"65010:6", "65535:65281"}) {
+				t.Errorf("IPv6 VIP: %s", r6)
+			}
+			if st := s.Status(); st.Peers[0].State != "established" || st.Prefixes[0].State != "announced" {
+				t.Errorf("status: %+v", st)
+			}
+		})
+	}
+}
+
+// vethNetns makes a namespace with a veth pair into it: the speaker stays
+// in the test's namespace and dials the ToR inside through the pair. It
+// returns the namespace and the two ends' IPv6 addresses (a random ULA
+// /64, no DAD).
+func vethNetns(t *testing.T) (ns string, host, inside netip.Addr) {
+	t.Helper()
+	ns = testsvc.NewNetns(t)
+	ip := testsvc.Require(t, "ip")
+	var r [6]byte
+	rand.Read(r[:])
+	id := hex.EncodeToString(r[:3])
+	hostIf, nsIf := "v6a"+id, "v6b"+id
+	pfx := fmt.Sprintf("fd%02x:%02x%02x:%02x%02x::", r[0], r[1], r[2], r[3], r[4])
+	host, inside = netip.MustParseAddr(pfx+"1"), netip.MustParseAddr(pfx+"2")
+	sh := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(ip, args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	sh("link", "add", hostIf, "type", "veth", "peer", "name", nsIf, "netns", ns)
+	t.Cleanup(func() { _ = exec.Command(ip, "link", "del", hostIf).Run() })
+	sh("addr", "add", host.String()+"/64", "dev", hostIf, "nodad")
+	sh("link", "set", hostIf, "up")
+	sh("-n", ns, "addr", "add", inside.String()+"/64", "dev", nsIf, "nodad")
+	sh("-n", ns, "link", "set", nsIf, "up")
+	// Wait for the link to be usable (carrier on both ends).
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.DialTimeout("udp", net.JoinHostPort(inside.String(), "9"), time.Second)
+		if err == nil {
+			c.Close()
+			out, _ := exec.Command(ip, "-6", "route", "get", inside.String()).CombinedOutput()
+			if strings.Contains(string(out), hostIf) {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("veth %s not routable", hostIf)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return ns, host, inside
+}
+
+// One IPv6 session carries the IPv4 and the IPv6 routes: the IPv4 VIP
+// arrives with the speaker's IPv6 address as next hop (RFC 8950 extended
+// next hop), the IPv6 routes with it too. The ToR runs in a namespace the
+// test makes; the speaker dials it through a veth pair.
+func TestOneIPv6SessionCarriesBothFamilies(t *testing.T) {
+	testsvc.RequireRoot(t)
+	for _, kind := range []string{"bird", "gobgpd"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ns, host, inside := vethNetns(t)
+			tor := torFor(t, kind, testsvc.BGPPeerConfig{
+				LocalAddr: inside.String(), RouterID: "10.0.0.1", ASN: torASN, Netns: ns, HoldTime: 3,
+				Neighbors: []testsvc.BGPNeighbor{{Addr: host.String(), ASN: edgeASN, Passive: true}},
+			})
+			cfg := baseConfig(inside.String(), tor.Port(), host.String())
+			run(t, cfg)
+			tor.WaitEstablished(t, host.String(), 15*time.Second)
+			m := waitFor(t, tor, 10*time.Second, "all routes over one IPv6 session", allThere)
+			for _, p := range []string{vip4, vip6, node} {
+				r := m[netip.MustParsePrefix(p)]
+				if r.NextHop != host || r.From != host || !slices.Equal(r.Communities, []string{"65010:100"}) {
+					t.Errorf("%s: %s; want next hop and source %s, community 65010:100", p, r, host)
+				}
+			}
+		})
+	}
+}
+
+// A VIP that stops being ready is withdrawn at once (well within 3 s),
+// the others stay, and it comes back when ready again.
+func TestUnreadyVIPWithdrawn(t *testing.T) {
+	t.Parallel()
+	torAddr, edgeAddr := loopPair()
+	tor := testsvc.StartGoBGPD(t, testsvc.BGPPeerConfig{LocalAddr: torAddr, ASN: torASN, HoldTime: 3,
+		Neighbors: []testsvc.BGPNeighbor{{Addr: edgeAddr, ASN: edgeASN, Passive: true}}})
+	s := run(t, baseConfig(torAddr, tor.Port(), edgeAddr), WithInitialReady(false))
+	tor.WaitEstablished(t, edgeAddr, 15*time.Second)
+	// Not ready yet: only the node prefix.
+	waitFor(t, tor, 10*time.Second, "node prefix alone", func(m map[netip.Prefix]testsvc.Route) bool {
+		return has(m, node) && !has(m, vip4) && !has(m, vip6)
+	})
+	s.SetReady(netip.MustParsePrefix(vip4), true)
+	s.SetReady(netip.MustParsePrefix(vip6), true)
+	waitFor(t, tor, 5*time.Second, "VIPs once ready", allThere)
+	s.SetReady(netip.MustParsePrefix(vip4), false)
+	waitFor(t, tor, 3*time.Second, "IPv4 VIP withdrawn within 3s", func(m map[netip.Prefix]testsvc.Route) bool {
+		return !has(m, vip4) && has(m, vip6) && has(m, node)
+	})
+	s.SetReady(netip.MustParsePrefix(vip4), true)
+	waitFor(t, tor, 3*time.Second, "IPv4 VIP back", allThere)
+	if err := s.SetReady(netip.MustParsePrefix("192.0.2.99/32"), true); err == nil {
+		t.Error("SetReady of an unknown VIP accepted")
+	}
+}
+
+// RFC 8326: Shutdown re-announces every route with 65535:0, waits, then
+// withdraws, and returns only after the withdrawal went out.
+func TestShutdownGracefulShutdownThenWithdraw(t *testing.T) {
+	for _, kind := range []string{"bird", "gobgpd"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			torAddr, edgeAddr := loopPair()
+			tor := torFor(t, kind, testsvc.BGPPeerConfig{LocalAddr: torAddr, ASN: torASN, HoldTime: 3,
+				Neighbors: []testsvc.BGPNeighbor{{Addr: edgeAddr, ASN: edgeASN, Passive: true}}})
+			s := run(t, baseConfig(torAddr, tor.Port(), edgeAddr))
+			tor.WaitEstablished(t, edgeAddr, 15*time.Second)
+			waitFor(t, tor, 10*time.Second, "all routes", allThere)
+
+			done := make(chan error, 1)
+			start := time.Now()
+			go func() { done <- s.Shutdown(context.Background()) }()
+			waitFor(t, tor, 2*time.Second, "every route with 65535:0", func(m map[netip.Prefix]testsvc.Route) bool {
+				return allThere(m) && gshut(m[netip.MustParsePrefix(vip4)]) && gshut(m[netip.MustParsePrefix(vip6)]) && gshut(m[netip.MustParsePrefix(node)])
+			})
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if el := time.Since(start); el < 2*time.Second {
+				t.Errorf("Shutdown returned after %s, before graceful_shutdown_wait", el)
+			}
+			waitFor(t, tor, 2*time.Second, "everything withdrawn", func(m map[netip.Prefix]testsvc.Route) bool { return len(m) == 0 })
+			// The session is still up: the withdrawal was a withdrawal,
+			// not a session drop.
+			if st, _ := tor.NeighborState(edgeAddr); st != "Established" {
+				t.Errorf("session %s after Shutdown, want Established", st)
+			}
+		})
+	}
+}
+
+// Drain by flag file: the VIPs go through 65535:0 and are withdrawn, the
+// node prefix stays; removing the file restores them without 65535:0.
+func TestDrainFlagFile(t *testing.T) {
+	t.Parallel()
+	torAddr, edgeAddr := loopPair()
+	tor := testsvc.StartBIRD(t, testsvc.BGPPeerConfig{LocalAddr: torAddr, ASN: torASN, HoldTime: 3,
+		Neighbors: []testsvc.BGPNeighbor{{Addr: edgeAddr, ASN: edgeASN, Passive: true}}})
+	cfg := baseConfig(torAddr, tor.Port(), edgeAddr)
+	cfg.DrainFile = filepath.Join(t.TempDir(), "drain")
+	cfg.GracefulShutdownWait = time.Second
+	s := run(t, cfg)
+	tor.WaitEstablished(t, edgeAddr, 15*time.Second)
+	waitFor(t, tor, 10*time.Second, "all routes", allThere)
+
+	if err := os.WriteFile(cfg.DrainFile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tor, 2*time.Second, "VIPs with 65535:0", func(m map[netip.Prefix]testsvc.Route) bool {
+		return allThere(m) && gshut(m[netip.MustParsePrefix(vip4)]) && !gshut(m[netip.MustParsePrefix(node)])
+	})
+	waitFor(t, tor, 3*time.Second, "VIPs withdrawn, node prefix kept", func(m map[netip.Prefix]testsvc.Route) bool {
+		return !has(m, vip4) && !has(m, vip6) && has(m, node)
+	})
+	if on, src := s.Draining(); !on || !slices.Equal(src, []string{"file"}) {
+		t.Errorf("Draining = %v %v", on, src)
+	}
+	os.Remove(cfg.DrainFile)
+	waitFor(t, tor, 3*time.Second, "VIPs back without 65535:0", func(m map[netip.Prefix]testsvc.Route) bool {
+		return allThere(m) && !gshut(m[netip.MustParsePrefix(vip4)]) && !gshut(m[netip.MustParsePrefix(vip6)])
+	})
+}
+
+// Drain by the Consul key v6pod/edges/<node>/drain, and the status JSON
+// the speaker keeps at v6pod/edges/<node>/bgp.
+func TestDrainConsulKeyAndStatus(t *testing.T) {
+	t.Parallel()
+	consul := testsvc.StartConsul(t)
+	torAddr, edgeAddr := loopPair()
+	tor := testsvc.StartGoBGPD(t, testsvc.BGPPeerConfig{LocalAddr: torAddr, ASN: torASN, HoldTime: 3,
+		Neighbors: []testsvc.BGPNeighbor{{Addr: edgeAddr, ASN: edgeASN, Passive: true}}})
+	cfg := baseConfig(torAddr, tor.Port(), edgeAddr)
+	cfg.Consul = consul.URL("v6pod")
+	cfg.Node = "ams-01"
+	cfg.GracefulShutdownWait = time.Second
+	run(t, cfg)
+	tor.WaitEstablished(t, edgeAddr, 15*time.Second)
+	waitFor(t, tor, 10*time.Second, "all routes", allThere)
+
+	kv := consul.Client().KV()
+	readStatus := func() Status {
+		var st Status
+		pair, _, err := kv.Get("v6pod/edges/ams-01/bgp", nil)
+		if err != nil || pair == nil {
+			return st
+		}
+		if err := json.Unmarshal(pair.Value, &st); err != nil {
+			t.Fatalf("status JSON: %v: %s", err, pair.Value)
+		}
+		return st
+	}
+	waitStatus := func(what string, ok func(Status) bool) Status {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			st := readStatus()
+			if ok(st) {
+				return st
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("status: %s: got %+v", what, st)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	st := waitStatus("established, 3 announced", func(st Status) bool {
+		n := 0
+		for _, p := range st.Prefixes {
+			if p.State == "announced" {
+				n++
+			}
+		}
+		return len(st.Peers) == 1 && st.Peers[0].State == "established" && n == 3
+	})
+	if st.Node != "ams-01" || st.Peers[0].Address != torAddr || st.LocalASN != edgeASN {
+		t.Errorf("status: %+v", st)
+	}
+
+	if _, err := kv.Put(&consulapi.KVPair{Key: "v6pod/edges/ams-01/drain", Value: []byte("ops")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tor, 3*time.Second, "VIPs with 65535:0", func(m map[netip.Prefix]testsvc.Route) bool {
+		return has(m, vip4) && gshut(m[netip.MustParsePrefix(vip4)])
+	})
+	waitFor(t, tor, 3*time.Second, "VIPs withdrawn", func(m map[netip.Prefix]testsvc.Route) bool {
+		return !has(m, vip4) && !has(m, vip6) && has(m, node)
+	})
+	waitStatus("draining by consul", func(st Status) bool {
+		return st.Draining && slices.Equal(st.DrainedBy, []string{"consul"}) && st.Prefixes[0].State == "withdrawn" && st.Prefixes[0].Reason == "drained"
+	})
+	if _, err := kv.Delete("v6pod/edges/ams-01/drain", nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tor, 3*time.Second, "VIPs back", allThere)
+}
+
+// Dead-man: when the health loop stops making progress (here the
+// embedder's ReadyFunc hangs), every route is withdrawn; when it resumes,
+// they come back.
+func TestDeadmanWithdraws(t *testing.T) {
+	t.Parallel()
+	torAddr, edgeAddr := loopPair()
+	tor := testsvc.StartGoBGPD(t, testsvc.BGPPeerConfig{LocalAddr: torAddr, ASN: torASN, HoldTime: 3,
+		Neighbors: []testsvc.BGPNeighbor{{Addr: edgeAddr, ASN: edgeASN, Passive: true}}})
+	var mu sync.Mutex // held: the embedder is stuck
+	s := run(t, baseConfig(torAddr, tor.Port(), edgeAddr), WithReadyFunc(func(netip.Prefix) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return true
+	}))
+	tor.WaitEstablished(t, edgeAddr, 15*time.Second)
+	waitFor(t, tor, 10*time.Second, "all routes", allThere)
+	mu.Lock()
+	waitFor(t, tor, 3*time.Second, "everything withdrawn by the dead-man", func(m map[netip.Prefix]testsvc.Route) bool { return len(m) == 0 })
+	if !s.Status().Deadman {
+		t.Error("status does not say dead-man")
+	}
+	mu.Unlock()
+	waitFor(t, tor, 3*time.Second, "routes back", allThere)
+}
+
+// The optional local check: a VIP is announced after rise passes of a TCP
+// connect to it, and withdrawn after fall failures.
+func TestLocalTCPCheck(t *testing.T) {
+	t.Parallel()
+	torAddr, edgeAddr := loopPair()
+	tor := testsvc.StartGoBGPD(t, testsvc.BGPPeerConfig{LocalAddr: torAddr, ASN: torASN, HoldTime: 3,
+		Neighbors: []testsvc.BGPNeighbor{{Addr: edgeAddr, ASN: edgeASN, Passive: true}}})
+	// The VIP is a loopback address, so the check can reach it here.
+	vipAddr := strings.TrimSuffix(edgeAddr, ".3") + ".10"
+	ln, err := net.Listen("tcp", vipAddr+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	cfg := baseConfig(torAddr, tor.Port(), edgeAddr)
+	cfg.Announce.VIPs = []PrefixConfig{{Prefix: vipAddr}}
+	cfg.Announce.NodePrefix = nil
+	cfg.Check = &CheckConfig{Kind: "tcp", Port: port, Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond, Rise: 2, Fall: 2}
+	run(t, cfg)
+	tor.WaitEstablished(t, edgeAddr, 15*time.Second)
+	vip := vipAddr + "/32"
+	waitFor(t, tor, 10*time.Second, "VIP after the check passes", func(m map[netip.Prefix]testsvc.Route) bool { return has(m, vip) })
+	ln.Close()
+	waitFor(t, tor, 3*time.Second, "VIP withdrawn after the check fails", func(m map[netip.Prefix]testsvc.Route) bool { return !has(m, vip) })
+}

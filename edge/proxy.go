@@ -1,0 +1,408 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/v6pod/v6pod/edge/balance"
+	"github.com/v6pod/v6pod/edge/proxyproto"
+)
+
+// reqState travels with a request through the reverse proxy.
+type reqState struct {
+	app      string
+	pool     *balance.Pool
+	policy   *App
+	client   netip.AddrPort
+	local    netip.AddrPort
+	tls      bool
+	status   int
+	upstream *balance.Upstream
+	retries  int
+}
+
+type ctxKey struct{}
+
+// connectError marks a failure to connect to an upstream: nothing of the
+// request was sent, so it is safe to try another upstream.
+type connectError struct{ err error }
+
+func (e *connectError) Error() string { return "connect: " + e.err.Error() }
+func (e *connectError) Unwrap() error { return e.err }
+
+var errNoUpstream = errors.New("no upstream available")
+
+func isIdempotent(r *http.Request) bool {
+	if r.Body != nil && r.Body != http.NoBody && r.GetBody == nil {
+		return false // a body that cannot be replayed
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return r.Header.Get("Idempotency-Key") != ""
+}
+
+// transport picks the upstream for each attempt and retries idempotent
+// requests whose connection failed, each on another upstream.
+type transport struct {
+	s      *Server
+	pooled *http.Transport // keep-alive connections
+	pp     *http.Transport // PROXY v2: one connection per request
+}
+
+func (s *Server) newTransport() *transport {
+	t := &transport{s: s}
+	mk := func(pp bool) *http.Transport {
+		d := &net.Dialer{Timeout: s.cfg.Upstream.ConnectTimeout, KeepAlive: 30 * time.Second}
+		return &http.Transport{
+			DialContext: func(ctx context.Context, network, address string) (net.Conn, error) {
+				c, err := d.DialContext(ctx, network, address)
+				if err != nil {
+					return nil, &connectError{err}
+				}
+				if pp {
+					st, _ := ctx.Value(ctxKey{}).(*reqState)
+					if st == nil {
+						c.Close()
+						return nil, errors.New("proxy protocol: no client address")
+					}
+					hdr, err := proxyproto.Append(make([]byte, 0, 52), st.client, st.local)
+					if err == nil {
+						_, err = c.Write(hdr)
+					}
+					if err != nil {
+						c.Close()
+						return nil, err
+					}
+				}
+				return c, nil
+			},
+			MaxIdleConns:          0,
+			MaxIdleConnsPerHost:   s.cfg.Upstream.IdleConns,
+			IdleConnTimeout:       s.cfg.Upstream.IdleTimeout,
+			ResponseHeaderTimeout: s.cfg.Upstream.ResponseTimeout,
+			DisableCompression:    true,
+			DisableKeepAlives:     pp,
+			ForceAttemptHTTP2:     false,
+			ExpectContinueTimeout: time.Second,
+		}
+	}
+	t.pooled, t.pp = mk(false), mk(true)
+	return t
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	st := req.Context().Value(ctxKey{}).(*reqState)
+	m := t.s.metrics
+	base := t.pooled
+	if st.policy.ProxyProtocol {
+		base = t.pp
+	}
+	var tried []*balance.Upstream
+	idem := isIdempotent(req)
+	for attempt := 0; ; attempt++ {
+		up := st.pool.Pick(st.client.Addr(), tried)
+		if up == nil {
+			if len(tried) > 0 {
+				return nil, fmt.Errorf("%w: %d tried", errNoUpstream, len(tried))
+			}
+			return nil, errNoUpstream
+		}
+		st.upstream = up
+		req.URL.Host = up.HostPort
+		if attempt > 0 && req.GetBody != nil && req.Body != nil && req.Body != http.NoBody {
+			b, err := req.GetBody()
+			if err != nil {
+				return nil, err
+			}
+			req.Body = b
+		}
+		up.Acquire()
+		start := time.Now()
+		resp, err := base.RoundTrip(req)
+		if err != nil {
+			up.Release()
+			var ce *connectError
+			if errors.As(err, &ce) {
+				m.upstreamErrs.WithLabelValues(st.app, "connect").Inc()
+				t.s.failure(st, up)
+				if idem && attempt < st.policy.retries() && req.Context().Err() == nil {
+					tried = append(tried, up)
+					st.retries++
+					m.retries.WithLabelValues(st.app).Inc()
+					continue
+				}
+				return nil, err
+			}
+			if req.Context().Err() == nil {
+				m.upstreamErrs.WithLabelValues(st.app, "other").Inc()
+				t.s.failure(st, up)
+			}
+			return nil, err
+		}
+		m.upstreamTime.Observe(time.Since(start).Seconds())
+		if resp.StatusCode >= 500 {
+			t.s.failure(st, up)
+		} else {
+			st.pool.Success(up)
+		}
+		resp.Body = wrapBody(resp.Body, up)
+		return resp, nil
+	}
+}
+
+func (s *Server) failure(st *reqState, up *balance.Upstream) {
+	if d := st.pool.Failure(up); d > 0 {
+		s.metrics.ejections.WithLabelValues(st.app).Inc()
+		s.log.Warn("edge: upstream ejected", "app", st.app, "upstream", up.HostPort, "for", d)
+	}
+}
+
+// wrapBody releases the upstream's in-flight slot when the body is closed.
+// Upgraded connections (101) keep their io.ReadWriteCloser body, which the
+// reverse proxy needs for the tunnel.
+func wrapBody(b io.ReadCloser, up *balance.Upstream) io.ReadCloser {
+	if rwc, ok := b.(io.ReadWriteCloser); ok {
+		return &rwcBody{ReadWriteCloser: rwc, up: up}
+	}
+	return &body{ReadCloser: b, up: up}
+}
+
+type body struct {
+	io.ReadCloser
+	up   *balance.Upstream
+	done atomic.Bool
+}
+
+func (b *body) Close() error {
+	if b.done.CompareAndSwap(false, true) {
+		b.up.Release()
+	}
+	return b.ReadCloser.Close()
+}
+
+type rwcBody struct {
+	io.ReadWriteCloser
+	up   *balance.Upstream
+	done atomic.Bool
+}
+
+func (b *rwcBody) Close() error {
+	if b.done.CompareAndSwap(false, true) {
+		b.up.Release()
+	}
+	return b.ReadWriteCloser.Close()
+}
+
+// bufPool recycles the reverse proxy's copy buffers.
+type bufPool struct{ p sync.Pool }
+
+func (b *bufPool) Get() []byte {
+	if v := b.p.Get(); v != nil {
+		return *v.(*[]byte)
+	}
+	return make([]byte, 32*1024)
+}
+
+func (b *bufPool) Put(buf []byte) { b.p.Put(&buf) }
+
+func (s *Server) newReverseProxy() *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = "upstream.invalid" // set per attempt by the transport
+			pr.Out.Host = pr.In.Host
+			pr.SetXForwarded()
+			st := pr.In.Context().Value(ctxKey{}).(*reqState)
+			pr.Out.Header["Forwarded"] = []string{forwarded(st, pr.In.Host)}
+		},
+		Transport:     s.transport,
+		FlushInterval: 0, // streamed responses (no length, SSE) flush at once
+		BufferPool:    &s.bufs,
+		ErrorLog:      slogErrorLog(s.log),
+		ModifyResponse: func(r *http.Response) error {
+			if st, ok := r.Request.Context().Value(ctxKey{}).(*reqState); ok {
+				st.status = r.StatusCode
+			}
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			st := r.Context().Value(ctxKey{}).(*reqState)
+			code := http.StatusBadGateway
+			switch {
+			case errors.Is(err, errNoUpstream):
+				code = http.StatusServiceUnavailable
+			case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+				code = 499 // client went away; nothing is written
+			case isTimeoutErr(err):
+				code = http.StatusGatewayTimeout
+			}
+			st.status = code
+			if code != 499 {
+				w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+				w.WriteHeader(code)
+				io.WriteString(w, http.StatusText(code)+"\n")
+			}
+		},
+	}
+}
+
+func isTimeoutErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded)
+}
+
+// forwarded builds the RFC 7239 Forwarded value for this hop.
+func forwarded(st *reqState, host string) string {
+	var b strings.Builder
+	b.Grow(96)
+	b.WriteString(`for="`)
+	a := st.client.Addr().Unmap()
+	if a.Is6() {
+		b.WriteByte('[')
+		b.WriteString(a.String())
+		b.WriteByte(']')
+	} else {
+		b.WriteString(a.String())
+	}
+	b.WriteString(`";proto=`)
+	if st.tls {
+		b.WriteString("https")
+	} else {
+		b.WriteString("http")
+	}
+	if host != "" && !strings.ContainsAny(host, "\";\\ ") {
+		b.WriteString(`;host="`)
+		b.WriteString(host)
+		b.WriteByte('"')
+	}
+	return b.String()
+}
+
+// ServeHTTP routes one request: Host → app → upstream.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	app, pool, ok := s.table.Lookup(r.Host)
+	if !ok {
+		s.unknownHost(w, r)
+		s.done(r, "", http.StatusMisdirectedRequest, nil, start, 0)
+		return
+	}
+	if pool == nil || pool.Len() == 0 {
+		http.Error(w, "no upstream for this app", http.StatusServiceUnavailable)
+		s.done(r, app, http.StatusServiceUnavailable, nil, start, 0)
+		return
+	}
+	client, _ := netip.ParseAddrPort(r.RemoteAddr)
+	st := &reqState{app: app, pool: pool, client: client, tls: r.TLS != nil}
+	pol := s.policyFor(app)
+	st.policy = pol
+	if pol.ProxyProtocol {
+		if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+			st.local, _ = netip.ParseAddrPort(la.String())
+		}
+	}
+	s.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
+	s.done(r, app, st.status, st.upstream, start, st.retries)
+}
+
+func (s *Server) policyFor(app string) *App {
+	if a, ok := s.policies[app]; ok {
+		return a
+	}
+	return &s.cfg.Defaults
+}
+
+func (s *Server) unknownHost(w http.ResponseWriter, r *http.Request) {
+	if s.unknownPage != nil {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(s.cfg.UnknownHost.Status)
+		w.Write(s.unknownPage)
+		return
+	}
+	http.Error(w, "no app serves this host", s.cfg.UnknownHost.Status)
+}
+
+// codes caches the label strings of the common status codes.
+var codes = func() (c [600]string) {
+	for i := range c {
+		c[i] = strconv.Itoa(i)
+	}
+	return
+}()
+
+func codeString(code int) string {
+	if code >= 0 && code < len(codes) {
+		return codes[code]
+	}
+	return strconv.Itoa(code)
+}
+
+// done counts and logs a finished request.
+func (s *Server) done(r *http.Request, app string, code int, up *balance.Upstream, start time.Time, retries int) {
+	s.metrics.requests.WithLabelValues(app, codeString(code)).Inc()
+	if !s.cfg.AccessLog.Enabled {
+		return
+	}
+	sampled, ok := s.sampler.take(time.Now())
+	if !ok {
+		s.metrics.accessDrop.Inc()
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("client", r.RemoteAddr),
+		slog.String("host", r.Host),
+		slog.String("method", r.Method),
+		slog.String("path", r.URL.Path),
+		slog.String("proto", r.Proto),
+		slog.Int("status", code),
+		slog.String("app", app),
+		slog.Duration("duration", time.Since(start)),
+	}
+	if up != nil {
+		attrs = append(attrs, slog.String("upstream", up.HostPort))
+	}
+	if retries > 0 {
+		attrs = append(attrs, slog.Int("retries", retries))
+	}
+	if sampled > 1 {
+		attrs = append(attrs, slog.Int("sampled", sampled))
+	}
+	s.accessLog.LogAttrs(r.Context(), slog.LevelInfo, "access", attrs...)
+}
+
+// sampler logs every request up to rate per second, then one in sample.
+type sampler struct {
+	rate, sample int64
+	sec          atomic.Int64
+	n            atomic.Int64
+}
+
+func (sm *sampler) take(now time.Time) (every int, ok bool) {
+	sec := now.Unix()
+	if old := sm.sec.Load(); old != sec && sm.sec.CompareAndSwap(old, sec) {
+		sm.n.Store(0)
+	}
+	n := sm.n.Add(1)
+	if n <= sm.rate {
+		return 1, true
+	}
+	if (n-sm.rate)%sm.sample == 0 {
+		return int(sm.sample), true
+	}
+	return 0, false
+}
