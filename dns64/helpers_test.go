@@ -67,23 +67,7 @@ type testUpstream struct {
 
 func startUpstream(t testing.TB) *testUpstream {
 	t.Helper()
-	u := &testUpstream{rrs: map[string][]dns.RR{}, queries: map[string]int{}}
-	u.mode.Store("")
-	zp := dns.NewZoneParser(strings.NewReader(testZone), "test.", "")
-	for rr, ok := zp.Next(); ok; rr, ok = zp.Next() {
-		name := strings.ToLower(rr.Header().Name)
-		u.rrs[name] = append(u.rrs[name], rr)
-		if rr.Header().Rrtype == dns.TypeSOA {
-			u.soa = rr
-		}
-	}
-	if err := zp.Err(); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 60 {
-		rr, _ := dns.NewRR(fmt.Sprintf("big.test. 300 IN AAAA 2001:db8::b:%x", i+1))
-		u.rrs["big.test."] = append(u.rrs["big.test."], rr)
-	}
+	u := newTestZone(t)
 	var pc net.PacketConn
 	var ln net.Listener
 	var err error
@@ -113,6 +97,29 @@ func startUpstream(t testing.TB) *testUpstream {
 	return u
 }
 
+// newTestZone builds the zone without serving it (see zoneExchanger).
+func newTestZone(t testing.TB) *testUpstream {
+	t.Helper()
+	u := &testUpstream{rrs: map[string][]dns.RR{}, queries: map[string]int{}}
+	u.mode.Store("")
+	zp := dns.NewZoneParser(strings.NewReader(testZone), "test.", "")
+	for rr, ok := zp.Next(); ok; rr, ok = zp.Next() {
+		name := strings.ToLower(rr.Header().Name)
+		u.rrs[name] = append(u.rrs[name], rr)
+		if rr.Header().Rrtype == dns.TypeSOA {
+			u.soa = rr
+		}
+	}
+	if err := zp.Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 60 {
+		rr, _ := dns.NewRR(fmt.Sprintf("big.test. 300 IN AAAA 2001:db8::b:%x", i+1))
+		u.rrs["big.test."] = append(u.rrs["big.test."], rr)
+	}
+	return u
+}
+
 func (u *testUpstream) stop() {
 	u.udp.Shutdown()
 	u.tcp.Shutdown()
@@ -133,6 +140,9 @@ func (u *testUpstream) count(name string, qtype uint16) int {
 func (u *testUpstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	q := r.Question[0]
 	name := strings.ToLower(q.Name)
+	if len(r.Question) != 1 {
+		return
+	}
 	_, tcp := w.RemoteAddr().(*net.TCPAddr)
 	proto := "udp"
 	if tcp {
@@ -350,6 +360,7 @@ type recorder struct {
 	msg    *dns.Msg
 	remote net.Addr
 	writes int
+	err    error // unpacking what was written
 }
 
 func (r *recorder) LocalAddr() net.Addr { return &net.UDPAddr{IP: net.IPv6loopback, Port: 53} }
@@ -371,7 +382,8 @@ func (r *recorder) Write(b []byte) (int, error) {
 	r.writes++
 	m := new(dns.Msg)
 	if err := m.Unpack(b); err != nil {
-		return 0, err
+		r.err = fmt.Errorf("unpack %x: %w", b, err)
+		return 0, r.err
 	}
 	r.msg = m
 	return len(b), nil

@@ -384,6 +384,12 @@ func (s *Server) makeEntry(key cacheKey, q dns.Question, a *answer, do, cd bool,
 	if err != nil {
 		return nil, err
 	}
+	// Upstream records can pack into bytes that do not unpack again (an
+	// empty RDATA, for one): never send, nor cache, what a client cannot
+	// read. This costs one unpack per cache miss.
+	if err := new(dns.Msg).Unpack(wire); err != nil {
+		return nil, err
+	}
 	e := &entry{key: key, wire: wire, optOff: optOff, qEnd: qEnd, ttlOffs: offs, stored: now}
 	minTTL := uint32(s.cfg.Cache.MaxTTL / time.Second)
 	e.ttls = make([]uint32, len(offs))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +17,12 @@ import (
 // pool implements it; tests and fuzzers may inject another.
 type Exchanger interface {
 	Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error)
+}
+
+var errMismatch = errors.New("dns64: upstream answered another question")
+
+func sameQuestion(a, b dns.Question) bool {
+	return a.Qtype == b.Qtype && a.Qclass == b.Qclass && strings.EqualFold(a.Name, b.Name)
 }
 
 // errNoAnswer is returned when every attempt failed without an answer.
@@ -166,6 +173,9 @@ func (p *pool) exchangeOne(ctx context.Context, u *upstream, q *dns.Msg) (*dns.M
 			return nil, "timeout", err
 		}
 		return nil, "error", err
+	}
+	if len(resp.Question) != 1 || !sameQuestion(resp.Question[0], q.Question[0]) {
+		return nil, "error", errMismatch
 	}
 	switch resp.Rcode {
 	case dns.RcodeServerFailure:

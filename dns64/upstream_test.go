@@ -1,0 +1,228 @@
+package dns64
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// testCounter sums the samples of a metric family, optionally only those
+// whose labels contain every "name=value" given.
+func testCounter(t testing.TB, s *Server, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := s.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for _, want := range labels {
+				k, v, _ := strings.Cut(want, "=")
+				ok := false
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == k && lp.GetValue() == v {
+						ok = true
+					}
+				}
+				if !ok {
+					continue next
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				sum += m.Counter.GetValue()
+			case m.Gauge != nil:
+				sum += m.Gauge.GetValue()
+			case m.Histogram != nil:
+				sum += float64(m.Histogram.GetSampleCount())
+			}
+		}
+	}
+	return sum
+}
+
+func noCache(cfg Config) Config {
+	cfg.Cache.Disabled = true
+	return cfg
+}
+
+// The first upstream never answers: queries time out on it, go to the
+// second, and once it has failed fail_threshold times it is left alone
+// while it backs off.
+func TestFailoverTimeoutThenBackoff(t *testing.T) {
+	t.Parallel()
+	dead := startBlackhole(t)
+	good := startUpstream(t)
+	cfg := noCache(testConfig(dead.addr, good.addr))
+	cfg.UpstreamTimeout = 150 * time.Millisecond
+	s := startServer(t, cfg)
+
+	for i := range 6 {
+		if got := aaaas(ask(t, s.Addr(), "v4only.test.", dns.TypeAAAA, qopt{})); !slices.Equal(got, []string{"64:ff9b::102:304"}) {
+			t.Fatalf("query %d: AAAA %v", i, got)
+		}
+	}
+	// Each AAAA answer takes an AAAA and an A query: the first two go to
+	// the dead one first (threshold 2), then it backs off for a minute.
+	if n := dead.got.Load(); n != 2 {
+		t.Errorf("dead upstream got %d queries, want 2 (then backoff)", n)
+	}
+	if v := testCounter(t, s, "dns64_upstream_requests_total", "upstream="+dead.addr, "outcome=timeout"); v != 2 {
+		t.Errorf("timeouts counted %v", v)
+	}
+	if v := testCounter(t, s, "dns64_upstream_healthy", "upstream="+dead.addr); v != 0 {
+		t.Errorf("dead upstream healthy=%v", v)
+	}
+	if v := testCounter(t, s, "dns64_upstream_healthy", "upstream="+good.addr); v != 1 {
+		t.Errorf("good upstream healthy=%v", v)
+	}
+}
+
+// An upstream that dies while serving: the next queries fail over.
+func TestFailoverUpstreamDies(t *testing.T) {
+	t.Parallel()
+	first := startUpstream(t)
+	second := startUpstream(t)
+	cfg := noCache(testConfig(first.addr, second.addr))
+	cfg.UpstreamTimeout = 200 * time.Millisecond
+	s := startServer(t, cfg)
+
+	ask(t, s.Addr(), "v4only.test.", dns.TypeAAAA, qopt{})
+	if first.total.Load() == 0 || second.total.Load() != 0 {
+		t.Fatalf("before: first %d, second %d queries", first.total.Load(), second.total.Load())
+	}
+	first.stop()
+	for i := range 4 {
+		if got := aaaas(ask(t, s.Addr(), "v4only.test.", dns.TypeAAAA, qopt{})); !slices.Equal(got, []string{"64:ff9b::102:304"}) {
+			t.Fatalf("after death, query %d: AAAA %v", i, got)
+		}
+	}
+	if second.total.Load() == 0 {
+		t.Error("second upstream never asked")
+	}
+	if v := testCounter(t, s, "dns64_upstream_requests_total", "upstream="+first.addr, "outcome=ok"); v != 2 {
+		t.Errorf("first upstream ok=%v, want 2", v)
+	}
+	failed := testCounter(t, s, "dns64_upstream_requests_total", "upstream="+first.addr, "outcome=error") +
+		testCounter(t, s, "dns64_upstream_requests_total", "upstream="+first.addr, "outcome=timeout")
+	if failed == 0 {
+		t.Error("no failure counted for the dead upstream")
+	}
+}
+
+// SERVFAIL from an upstream is a failed query: the next upstream is tried.
+func TestFailoverOnSERVFAIL(t *testing.T) {
+	t.Parallel()
+	bad := startUpstream(t)
+	bad.mode.Store("servfail")
+	good := startUpstream(t)
+	s := startServer(t, noCache(testConfig(bad.addr, good.addr)))
+	m := ask(t, s.Addr(), "dual.test.", dns.TypeAAAA, qopt{})
+	if m.Rcode != dns.RcodeSuccess || !slices.Equal(aaaas(m), []string{"2001:db8::5"}) {
+		t.Fatalf("got %v", m)
+	}
+	if v := testCounter(t, s, "dns64_upstream_requests_total", "upstream="+bad.addr, "outcome=servfail"); v != 1 {
+		t.Errorf("servfail counted %v", v)
+	}
+}
+
+// When every upstream fails with an rcode, the client gets that rcode;
+// when none answers at all, SERVFAIL.
+func TestAllUpstreamsFail(t *testing.T) {
+	t.Parallel()
+	a := startUpstream(t)
+	a.mode.Store("refused")
+	b := startUpstream(t)
+	b.mode.Store("refused")
+	s := startServer(t, noCache(testConfig(a.addr, b.addr)))
+	if m := ask(t, s.Addr(), "v4only.test.", dns.TypeA, qopt{}); m.Rcode != dns.RcodeRefused {
+		t.Errorf("rcode %s, want REFUSED", dns.RcodeToString[m.Rcode])
+	}
+
+	dead := startBlackhole(t)
+	cfg := noCache(testConfig(dead.addr))
+	cfg.UpstreamTimeout = 100 * time.Millisecond
+	cfg.UpstreamRetries = -1
+	s = startServer(t, cfg)
+	if m := ask(t, s.Addr(), "v4only.test.", dns.TypeA, qopt{}); m.Rcode != dns.RcodeServerFailure {
+		t.Errorf("rcode %s, want SERVFAIL", dns.RcodeToString[m.Rcode])
+	}
+}
+
+// A recovered upstream is used again once its backoff ends, and one
+// success clears its failures.
+func TestUpstreamRecovers(t *testing.T) {
+	t.Parallel()
+	first := startUpstream(t)
+	second := startUpstream(t)
+	clk := &fakeClock{now: time.Unix(1_800_000_000, 0)}
+	cfg := noCache(testConfig(first.addr, second.addr))
+	cfg.UpstreamBackoff = 10 * time.Second
+	s := startServer(t, cfg, WithClock(clk.Now))
+
+	first.mode.Store("servfail")
+	for range 3 {
+		ask(t, s.Addr(), "v4only.test.", dns.TypeA, qopt{})
+	}
+	if v := testCounter(t, s, "dns64_upstream_healthy", "upstream="+first.addr); v != 0 {
+		t.Fatalf("first healthy=%v after SERVFAILs", v)
+	}
+	first.mode.Store("")
+	before := first.total.Load()
+	ask(t, s.Addr(), "v4only.test.", dns.TypeA, qopt{})
+	if first.total.Load() != before {
+		t.Fatal("first asked during its backoff")
+	}
+	clk.Add(11 * time.Second)
+	ask(t, s.Addr(), "v4only.test.", dns.TypeA, qopt{})
+	if first.total.Load() != before+1 {
+		t.Fatal("first not asked after its backoff")
+	}
+	if v := testCounter(t, s, "dns64_upstream_healthy", "upstream="+first.addr); v != 1 {
+		t.Errorf("first healthy=%v after a success", v)
+	}
+}
+
+// Truncated upstream answers are retried over TCP; the client gets the
+// whole answer over TCP or with a large enough EDNS0 size, and a truncated
+// one (TC) over plain UDP (RFC 1035 4.2.1, RFC 6891 7).
+func TestTruncationAndEDNSSizes(t *testing.T) {
+	t.Parallel()
+	up := startUpstream(t)
+	cfg := testConfig(up.addr)
+	cfg.UDPSize = 4096
+	s := startServer(t, cfg)
+	full := ask(t, s.Addr(), "big.test.", dns.TypeAAAA, qopt{tcp: true})
+	if len(aaaas(full)) != 60 || full.Truncated {
+		t.Fatalf("TCP: %d AAAA, TC=%v", len(aaaas(full)), full.Truncated)
+	}
+	if up.count("big.test.", dns.TypeAAAA) != 2 {
+		t.Errorf("upstream saw %d big.test AAAA queries, want UDP then TCP", up.count("big.test.", dns.TypeAAAA))
+	}
+	if m := ask(t, s.Addr(), "big.test.", dns.TypeAAAA, qopt{size: 4096}); len(aaaas(m)) != 60 || m.Truncated {
+		t.Errorf("EDNS 4096: %d AAAA, TC=%v", len(aaaas(m)), m.Truncated)
+	}
+	m := ask(t, s.Addr(), "big.test.", dns.TypeAAAA, qopt{noEDNS: true})
+	m.Compress = true
+	if !m.Truncated || m.Len() > 512 || m.IsEdns0() != nil {
+		t.Errorf("no EDNS: TC=%v len=%d opt=%v", m.Truncated, m.Len(), m.IsEdns0())
+	}
+	m = ask(t, s.Addr(), "big.test.", dns.TypeAAAA, qopt{size: 1232})
+	m.Compress = true
+	if !m.Truncated || m.Len() > 1232 || m.IsEdns0() == nil {
+		t.Errorf("EDNS 1232: TC=%v len=%d", m.Truncated, m.Len())
+	}
+	// Small answers to clients without EDNS carry no OPT record.
+	m = ask(t, s.Addr(), "v4only.test.", dns.TypeAAAA, qopt{noEDNS: true})
+	if m.IsEdns0() != nil || len(aaaas(m)) != 1 {
+		t.Errorf("no EDNS small answer: %v", m)
+	}
+}
