@@ -1,0 +1,228 @@
+package razor
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/v6pod/v6pod/internal/model"
+	"github.com/v6pod/v6pod/razor/pick"
+	"github.com/v6pod/v6pod/razor/siphash"
+	"github.com/v6pod/v6pod/razor/zone"
+)
+
+// snapshot is everything a query reads, built whole from the zones, the
+// store's document and the pools' health, and swapped in atomically: no
+// query ever sees half an update. It is never changed once published
+// (the shard caches fill lazily, entry by entry, atomically).
+type snapshot struct {
+	zones  map[string]*zone.Zone // by wire key of the apex
+	routes map[string]*route     // by wire key of the route name
+	pools  []*poolInfo
+	// version of the store document.
+	version uint64
+}
+
+type poolInfo struct {
+	name    string
+	healthy bool
+	answers prometheus.Counter
+}
+
+type route struct {
+	key       string
+	name      string
+	answers   int
+	shard     bool
+	shardSize int
+	fam       [2]family // A, AAAA
+	failOpen  prometheus.Counter
+}
+
+// family is a route's prebuilt answer material for A or AAAA.
+type family struct {
+	set      *pick.Set
+	failOpen bool // set holds every non-disabled pool: none was healthy
+	// hdr is the record after its owner: type, class IN, TTL, RDLENGTH.
+	hdr    [10]byte
+	shards *shardCache
+}
+
+// inputs are what a snapshot is built from.
+type inputs struct {
+	zones map[string]*zone.Zone
+	doc   *model.Document
+	// edgeUp is the Consul catalog's view (edge → no critical check); nil
+	// while unknown or not configured, when every edge counts as up.
+	edgeUp map[string]bool
+	// probeDown holds the pools razor's own probe found down.
+	probeDown map[string]bool
+}
+
+func (in *inputs) poolHealthy(p *model.Pool) bool {
+	if in.edgeUp != nil && !in.edgeUp[p.Edge] {
+		return false
+	}
+	return !in.probeDown[p.Name]
+}
+
+// zoneFor returns the zone that holds key: the one with the longest
+// origin. A DS query at a zone's apex belongs to the parent zone when
+// razor serves that too (RFC 4035 §3.1.4.1).
+func zoneFor(zones map[string]*zone.Zone, key string, qtype uint16) *zone.Zone {
+	var child *zone.Zone
+	for k := key; ; k = zone.Parent(k) {
+		if z := zones[k]; z != nil {
+			if qtype == dns.TypeDS && k == key && len(k) > 1 {
+				child = z
+			} else {
+				return z
+			}
+		}
+		if len(k) <= 1 {
+			return child
+		}
+	}
+}
+
+// buildSnapshot checks the document against the zones (a route must lie
+// inside a served zone) and prebuilds every route's answer material.
+func buildSnapshot(in inputs, m *metrics) (*snapshot, error) {
+	s := &snapshot{zones: in.zones, routes: map[string]*route{}}
+	doc := in.doc
+	if doc == nil {
+		doc = &model.Document{}
+	}
+	s.version = doc.Version
+	index := map[string]int{}
+	for i := range doc.Pools {
+		p := &doc.Pools[i]
+		index[p.Name] = i
+		s.pools = append(s.pools, &poolInfo{
+			name:    p.Name,
+			healthy: in.poolHealthy(p),
+			answers: m.poolAnswers.WithLabelValues(p.Name),
+		})
+	}
+	var errs []error
+	for i := range doc.Routes {
+		r := &doc.Routes[i]
+		key, err := zone.Key(r.Name)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("route %s: %w", r.Name, err))
+			continue
+		}
+		z := zoneFor(in.zones, key, dns.TypeA)
+		if z == nil {
+			errs = append(errs, fmt.Errorf("route %s: not inside any zone razor serves", r.Name))
+			continue
+		}
+		if res := z.Lookup(key, dns.TypeA); res.Kind == zone.Delegation {
+			errs = append(errs, fmt.Errorf("route %s: below the delegation %s of zone %s", r.Name, zone.Name(res.Node.Key), z.Origin))
+			continue
+		}
+		rt := &route{
+			key: key, name: r.Name, answers: r.Answers,
+			shard: r.Shard == model.ShardLabel, shardSize: r.ShardSize,
+			failOpen: m.failOpen.WithLabelValues(strings.TrimSuffix(r.Name, ".")),
+		}
+		for fi, v6 := range []bool{false, true} {
+			f := &rt.fam[fi]
+			typ, rdlen := dns.TypeA, 4
+			if v6 {
+				typ, rdlen = dns.TypeAAAA, 16
+			}
+			binary.BigEndian.PutUint16(f.hdr[0:], typ)
+			binary.BigEndian.PutUint16(f.hdr[2:], dns.ClassINET)
+			binary.BigEndian.PutUint32(f.hdr[4:], r.TTL)
+			binary.BigEndian.PutUint16(f.hdr[8:], uint16(rdlen))
+			var healthy, open []pick.Pool
+			activeCandidates := 0
+			for _, name := range r.Pools {
+				pi, ok := index[name]
+				if !ok {
+					continue // Validate reports it
+				}
+				p := &doc.Pools[pi]
+				el := p.Eligible(v6)
+				if len(el) == 0 || p.State == model.Disabled {
+					continue
+				}
+				pp := pick.Pool{ID: pi, Weight: uint64(p.Weight), Addrs: el}
+				open = append(open, pp)
+				if p.State != model.Active {
+					continue
+				}
+				activeCandidates++
+				if s.pools[pi].healthy {
+					healthy = append(healthy, pp)
+				}
+			}
+			f.set = pick.NewSet(healthy)
+			if f.set.Len() == 0 && activeCandidates > 0 {
+				// No active pool is healthy: fail open (as Route 53 does).
+				f.set, f.failOpen = pick.NewSet(open), true
+			}
+			if rt.shard {
+				f.shards = &shardCache{}
+			}
+		}
+		s.routes[key] = rt
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// routeFor returns the route that answers key: the route itself, or a
+// label directly under it (customers CNAME <label>.<route>), with that
+// label, which picks the shard of a shard: label route.
+func (s *snapshot) routeFor(key string) (*route, string) {
+	if len(s.routes) == 0 {
+		return nil, ""
+	}
+	if r := s.routes[key]; r != nil {
+		return r, ""
+	}
+	if len(key) > 1 {
+		if r := s.routes[zone.Parent(key)]; r != nil {
+			return r, key[1 : 1+int(key[0])]
+		}
+	}
+	return nil, ""
+}
+
+// shardCache remembers the shards of recent labels, so a query for a
+// label seen before costs no hashing of every address. It is direct mapped
+// and bounded: a flood of random labels only evicts.
+type shardCache struct {
+	slots [1024]atomic.Pointer[shardEntry]
+}
+
+type shardEntry struct {
+	label string
+	set   *pick.Set
+}
+
+var cacheKey = siphash.Key{K0: 0x1234, K1: 0x5678}
+
+// shardSet returns the addresses label is served from.
+func (f *family) shardSet(label string, n int) *pick.Set {
+	if f.set.Len() <= n {
+		return f.set
+	}
+	h := siphash.Sum64(cacheKey, []byte(label))
+	slot := &f.shards.slots[h&uint64(len(f.shards.slots)-1)]
+	if e := slot.Load(); e != nil && e.label == label {
+		return e.set
+	}
+	set := f.set.Shard([]byte(label), n)
+	slot.Store(&shardEntry{label: strings.Clone(label), set: set})
+	return set
+}
