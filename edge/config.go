@@ -291,7 +291,7 @@ func (c *Config) Validate() error {
 		if _, err := addr.ParseEndpointWith(l.Addr, addr.Options{}); err != nil && !isPortZero(l.Addr) {
 			bad("listen #%d: %v", i+1, err)
 		}
-		if seen[l.Addr] {
+		if seen[l.Addr] && !isPortZero(l.Addr) {
 			bad("listen %s: listed twice", l.Addr)
 		}
 		seen[l.Addr] = true
