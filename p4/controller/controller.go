@@ -18,8 +18,8 @@ import (
 	"sync"
 	"time"
 
-	p4configv1 "github.com/p4lang/p4runtime/go/p4/config/v1"
 	"github.com/osrg/gobgp/v3/pkg/server"
+	p4configv1 "github.com/p4lang/p4runtime/go/p4/config/v1"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/v6pod/v6pod/p4"
