@@ -51,7 +51,7 @@ func TestRequireFindsBinary(t *testing.T) {
 
 func TestStartErrorCarriesLogTail(t *testing.T) {
 	t.Parallel()
-	sh := Require(t, "sh")
+	sh := "/bin/sh"
 	dir := t.TempDir()
 	p, err := startProc("fake", dir+"/fake.log", nil, sh, "-c", "echo first; echo 'bind: Address already in use'; exit 3")
 	if err != nil {
