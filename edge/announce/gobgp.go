@@ -106,7 +106,9 @@ func (s *Speaker) stopBGP() {
 		}
 	}
 	s.mu.Unlock()
-	s.m.resetPeers()
+	for _, p := range s.cfg.Peers {
+		s.m.peerUp.WithLabelValues(p.addr.String()).Set(0)
+	}
 }
 
 // buildPath makes the GoBGP path of a prefix. IPv4 routes carry

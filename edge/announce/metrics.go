@@ -77,13 +77,29 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Help: "Failed operations: announce, withdraw, consul_drain, panic.",
 		}, []string{"op"}),
 	}
-	for _, c := range []prometheus.Collector{m.peerUp, m.peerTransitions, m.announced, m.gshut, m.transitions,
-		m.draining, m.drainTransitions, m.shuttingDown, m.deadman, m.deadmanTrips, m.checks, m.statusWrites, m.errors} {
-		if err := r.Register(c); err != nil {
-			return nil, err
-		}
+	if err := r.Register(m); err != nil {
+		return nil, err
 	}
 	return m, nil
+}
+
+func (m *metrics) all() []prometheus.Collector {
+	return []prometheus.Collector{m.peerUp, m.peerTransitions, m.announced, m.gshut, m.transitions,
+		m.draining, m.drainTransitions, m.shuttingDown, m.deadman, m.deadmanTrips, m.checks, m.statusWrites, m.errors}
+}
+
+// Describe implements prometheus.Collector.
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range m.all() {
+		c.Describe(ch)
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range m.all() {
+		c.Collect(ch)
+	}
 }
 
 func (m *metrics) setPrefix(spec prefixSpec, st routeState) {
@@ -95,8 +111,4 @@ func (m *metrics) setPrefix(spec prefixSpec, st routeState) {
 func (m *metrics) peerState(peer, state string) {
 	m.peerUp.WithLabelValues(peer).Set(b2f(state == "established"))
 	m.peerTransitions.WithLabelValues(peer, state).Inc()
-}
-
-func (m *metrics) resetPeers() {
-	m.peerUp.Reset()
 }

@@ -192,6 +192,9 @@ func New(cfg Config, opts ...Option) (*Speaker, error) {
 	for _, p := range s.prefixes {
 		s.m.setPrefix(p.spec, stateWithdrawn)
 	}
+	for _, p := range cfg.Peers {
+		s.m.peerUp.WithLabelValues(p.addr.String()).Set(0)
+	}
 	return s, nil
 }
 
@@ -208,6 +211,10 @@ func trimSlashes(p string) string {
 // Registry returns the speaker's own metrics registry, or nil when
 // WithRegisterer was given.
 func (s *Speaker) Registry() *prometheus.Registry { return s.registry }
+
+// Collector returns the speaker's metrics, to register on an embedder's
+// registry (they stay on the speaker's own registry too).
+func (s *Speaker) Collector() prometheus.Collector { return s.m }
 
 // Config returns the validated configuration.
 func (s *Speaker) Config() Config { return s.cfg }

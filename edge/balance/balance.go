@@ -156,7 +156,11 @@ func (p *Pool) Update(eps []netip.AddrPort) (bool, error) {
 	slices.SortFunc(ns.ups, func(a, b *Upstream) int { return a.Addr.Compare(b.Addr) })
 	ns.ups = slices.CompactFunc(ns.ups, func(a, b *Upstream) bool { return a.Addr == b.Addr })
 	if p.policy == Maglev && len(ns.ups) > 0 {
-		if err := p.buildMaglev(ns); err != nil {
+		var cur uint64
+		if old.mg != nil {
+			cur = uint64(old.mg.Size())
+		}
+		if err := p.buildMaglev(ns, cur); err != nil {
 			return false, err
 		}
 	}
@@ -165,50 +169,68 @@ func (p *Pool) Update(eps []netip.AddrPort) (bool, error) {
 }
 
 func sameAddrs(ups []*Upstream, eps []netip.AddrPort) bool {
-	if len(ups) != len(eps) {
+	if len(eps) < len(ups) {
 		return false
 	}
-	for i, ap := range eps { // fast path: same sorted order
-		if ups[i].Addr != ap {
-			goto slow
+	if len(ups) == len(eps) {
+		same := true
+		for i, ap := range eps { // fast path: same sorted order
+			if ups[i].Addr != ap {
+				same = false
+				break
+			}
+		}
+		if same {
+			return true
 		}
 	}
-	return true
-slow:
-	in := make(map[netip.AddrPort]struct{}, len(ups))
+	in := make(map[netip.AddrPort]bool, len(ups))
 	for _, u := range ups {
-		in[u.Addr] = struct{}{}
+		in[u.Addr] = false
 	}
+	seen := 0
 	for _, ap := range eps {
-		if _, ok := in[ap]; !ok {
+		v, ok := in[ap]
+		if !ok {
 			return false
 		}
-		delete(in, ap)
+		if !v {
+			in[ap] = true
+			seen++
+		}
 	}
-	return len(in) == 0
+	return seen == len(ups)
 }
 
-// maglevSize picks a prime table size of about 100 slots per upstream.
-func maglevSize(n int) uint64 {
-	m := uint64(n) * 100
-	if m < 1009 {
-		m = 1009
+// maglevSizes is the ladder of table sizes (primes): a pool keeps its size
+// while it has at least 5 slots per upstream, so that upstreams coming and
+// going never reshuffle the whole table.
+var maglevSizes = []uint64{1009, 10007, 65537, 655373}
+
+// maglevSize picks the table size for n upstreams, given the current one.
+func maglevSize(n int, cur uint64) uint64 {
+	if cur != 0 && uint64(n)*5 <= cur {
+		return cur
 	}
-	if m > maglev.DefaultSize {
-		m = maglev.DefaultSize
+	for _, m := range maglevSizes {
+		if uint64(n)*100 <= m {
+			return m
+		}
 	}
-	if uint64(n) > m {
-		m = uint64(n) * 2
+	for _, m := range maglevSizes {
+		if uint64(n)*5 <= m {
+			return m
+		}
 	}
-	return maglev.NextPrime(m)
+	return maglev.NextPrime(uint64(n) * 5)
 }
 
-func (p *Pool) buildMaglev(ns *set) error {
+func (p *Pool) buildMaglev(ns *set, cur uint64) error {
 	bes := make([]maglev.Backend, len(ns.ups))
 	for i, u := range ns.ups {
 		bes[i] = maglev.Backend{Name: u.HostPort}
 	}
-	t, err := p.builder.Build(bes, maglevSize(len(bes)))
+	t, err := p.builder.Build(bes, maglevSize(len(bes), cur))
 	if err != nil {
 		return fmt.Errorf("balance: app %s: maglev: %w", p.Name, err)
 	}
