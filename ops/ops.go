@@ -52,6 +52,8 @@ type env struct {
 	afterStep func(step int) error
 	// sleep waits for d or until ctx ends (tests shorten it).
 	sleep func(ctx context.Context, d time.Duration) error
+	// parseOnly stops after the command line is parsed (README test).
+	parseOnly bool
 }
 
 // usageError is a wrong command line: exit code 2.
@@ -193,6 +195,9 @@ func dispatch(ctx context.Context, e *env, args []string) error {
 	}
 	c := &call{ctx: ctx, e: e, cmd: cmd, o: &opts{}}
 	if cmd.raw != nil {
+		if e.parseOnly {
+			return nil
+		}
 		if code := cmd.raw(c, words[n:]); code != 0 {
 			return exitCode(code)
 		}
@@ -237,6 +242,9 @@ func dispatch(ctx context.Context, e *env, args []string) error {
 		return usagef("%s: -o %q: want table or json", cmd.name, c.o.output)
 	}
 	c.args = pos
+	if e.parseOnly {
+		return nil
+	}
 	defer func() {
 		if c.st != nil {
 			c.st.Close()
@@ -252,13 +260,28 @@ func (c exitCode) Error() string { return fmt.Sprintf("exit %d", int(c)) }
 
 func unknown(e *env, words []string) error {
 	var verbs []string
+	var mine []*command
 	for _, c := range commands {
 		if noun, verb, ok := strings.Cut(c.name, " "); ok && noun == words[0] {
 			verbs = append(verbs, verb)
+			mine = append(mine, c)
 		}
 	}
 	if len(verbs) > 0 {
-		if len(words) == 1 {
+		help := len(words) > 1 && (words[1] == "-h" || words[1] == "--help" || words[1] == "-help")
+		if len(words) == 1 || help {
+			w := e.stderr
+			if help {
+				w = e.stdout
+			}
+			fmt.Fprintf(w, "usage: ops %s <verb> [flags] [args]\n\n", words[0])
+			for _, c := range mine {
+				fmt.Fprintf(w, "  %-17s %s\n", c.name, c.summary)
+			}
+			fmt.Fprintf(w, "\nexample:\n  %s\n", strings.Split(strings.TrimSpace(mine[0].example), "\n")[0])
+			if help {
+				return flag.ErrHelp
+			}
 			return usagef("%s: which one? %s", words[0], strings.Join(verbs, ", "))
 		}
 		return usagef("%s %s: unknown command; %s has: %s", words[0], words[1], words[0], strings.Join(verbs, ", "))

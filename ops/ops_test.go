@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -306,6 +308,12 @@ func TestHelp(t *testing.T) {
 	if code, out, _ := h.run("--help"); code != ExitOK || !strings.Contains(out, "pool rotate") {
 		t.Errorf("ops --help: exit %d\n%s", code, out)
 	}
+	if code, out, _ := h.run("pool", "--help"); code != ExitOK || !strings.Contains(out, "pool rotate") || !strings.Contains(out, "example:") {
+		t.Errorf("ops pool --help: exit %d\n%s", code, out)
+	}
+	if code, _, errs := h.run("pool"); code != ExitUsage || !strings.Contains(errs, "which one?") {
+		t.Errorf("ops pool: exit %d\n%s", code, errs)
+	}
 	if code, _, _ := h.run(); code != ExitUsage {
 		t.Errorf("ops without a command: exit %d, want 2", code)
 	}
@@ -318,4 +326,68 @@ func TestNoStore(t *testing.T) {
 	if code != ExitUsage || !strings.Contains(errs, "V6POD_STORE") {
 		t.Errorf("exit %d, %s", code, errs)
 	}
+}
+
+// Every ops command line in the README parses: the command exists, its
+// flags are known, its argument count is right.
+func TestReadmeCommandsParse(t *testing.T) {
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	inSh := false
+	for _, line := range strings.Split(string(b), "\n") {
+		switch {
+		case strings.HasPrefix(line, "```sh"):
+			inSh = true
+			continue
+		case strings.HasPrefix(line, "```"):
+			inSh = false
+			continue
+		case !inSh || !strings.HasPrefix(line, "ops "):
+			continue
+		}
+		words := shellWords(line)[1:]
+		if i := slices.Index(words, ">"); i >= 0 {
+			words = words[:i]
+		}
+		e := &env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard,
+			getenv: func(string) string { return "" }, now: time.Now, parseOnly: true}
+		var errb bytes.Buffer
+		e.stderr = &errb
+		if code := run(context.Background(), e, words); code != ExitOK {
+			t.Errorf("README: %s: exit %d: %s", line, code, errb.String())
+		}
+		n++
+	}
+	if n < 20 {
+		t.Errorf("only %d command lines found in the README", n)
+	}
+}
+
+// shellWords splits a command line at spaces, honouring single quotes.
+func shellWords(s string) []string {
+	var out []string
+	var cur strings.Builder
+	quoted, has := false, false
+	for _, r := range s {
+		switch {
+		case r == '\'':
+			quoted, has = !quoted, true
+		case r == ' ' && !quoted:
+			if has {
+				out = append(out, cur.String())
+			}
+			cur.Reset()
+			has = false
+		default:
+			cur.WriteRune(r)
+			has = true
+		}
+	}
+	if has {
+		out = append(out, cur.String())
+	}
+	return out
 }
