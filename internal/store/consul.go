@@ -90,6 +90,12 @@ func ConsulClient(u *url.URL, opts Options) (*api.Client, string, error) {
 	}
 	cfg := api.DefaultConfig()
 	cfg.Address = u.Host
+	// The URL names the agent; only CONSUL_HTTP_SSL turns TLS on (not an
+	// https:// in CONSUL_HTTP_ADDR, which names another agent).
+	cfg.Scheme = "http"
+	if ssl, _ := strconv.ParseBool(os.Getenv(api.HTTPSSLEnvName)); ssl {
+		cfg.Scheme = "https"
+	}
 	cfg.Token = opts.ConsulToken
 	if cfg.Token == "" {
 		cfg.Token = os.Getenv("CONSUL_HTTP_TOKEN")

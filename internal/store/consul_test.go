@@ -389,3 +389,29 @@ func TestConsulToken(t *testing.T) {
 		t.Errorf("tokens sent: %q", got)
 	}
 }
+
+// Whatever bytes sit under the prefix, decoding never panics, and what it
+// accepts is a valid document.
+func FuzzConsulDecode(f *testing.F) {
+	f.Add("pools/a", `{"name":"a","edge":"e1","v4":["192.0.2.1"],"drain":["192.0.2.1"]}`, "routes/r.test.", `{"name":"r.test.","pools":["a"],"shard":"label"}`)
+	f.Add("pools/a", `{"name":"b"}`, "hosts/WWW.x.test.", "shop")
+	f.Add("version", "7", "routes/x", `{"pools":[],"answers":-1}`)
+	f.Add("pools/", "", "edges/n/bgp", `{}`)
+	c := &Consul{prefix: "v6pod", addr: "fuzz"}
+	f.Fuzz(func(t *testing.T, k1, v1, k2, v2 string) {
+		pairs := api.KVPairs{
+			{Key: "v6pod/" + k1, Value: []byte(v1), ModifyIndex: 1},
+			{Key: "v6pod/" + k2, Value: []byte(v2), ModifyIndex: 2},
+		}
+		st, err := c.decode(pairs, 3)
+		if err != nil {
+			return
+		}
+		if err := st.doc.Validate(); err != nil {
+			t.Fatalf("decode accepted an invalid document: %v", err)
+		}
+		if _, err := c.encode(st.doc); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
