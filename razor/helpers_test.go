@@ -17,7 +17,7 @@ var testClient = netip.MustParseAddrPort("192.0.2.10:5300")
 // testServer starts razor on loopback with the example zones and a copy
 // of the example pods file (or pods, when given), and runs it until the
 // test ends. It returns the server and the pods file path.
-func testServer(t testing.TB, pods string, mod ...func(*Config)) (*Server, string) {
+func testServer(t testing.TB, pods string, mod ...any) (*Server, string) {
 	t.Helper()
 	dir := t.TempDir()
 	if pods == "" {
@@ -40,10 +40,18 @@ func testServer(t testing.TB, pods string, mod ...func(*Config)) (*Server, strin
 		Store:      "file://" + path,
 		UDPWorkers: 1,
 	}
+	var opts []Option
 	for _, m := range mod {
-		m(&cfg)
+		switch m := m.(type) {
+		case func(*Config):
+			m(&cfg)
+		case Option:
+			opts = append(opts, m)
+		default:
+			t.Fatalf("testServer: %T", m)
+		}
 	}
-	s, err := New(cfg)
+	s, err := New(cfg, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,70 @@
+package razor
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+func benchQuery(b testing.TB, name string, qtype uint16, edns bool) []byte {
+	m := newQuery(name, qtype)
+	if edns {
+		m.SetEdns0(1232, false)
+	}
+	p, err := m.Pack()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return p
+}
+
+var allocCases = []struct {
+	name  string
+	qname string
+	qtype uint16
+	max   float64 // allocations per query allowed
+}{
+	{"route A", "route.v6pod.test", dns.TypeA, 0},
+	{"route AAAA via CNAME", "www.customer.test", dns.TypeAAAA, 0},
+	{"shard label (cached)", "blog.shard.v6pod.test", dns.TypeAAAA, 0},
+	{"zone A", "ns1.v6pod.test", dns.TypeA, 0},
+	{"NXDOMAIN", "nope.v6pod.test", dns.TypeA, 0},
+	{"wildcard", "x.wild.v6pod.test", dns.TypeA, 0},
+	{"referral", "host.sub.v6pod.test", dns.TypeA, 0},
+}
+
+// The query path allocates nothing: route answers, zone answers, negative
+// answers, referrals.
+func TestQueryAllocs(t *testing.T) {
+	s, _ := testServer(t, "")
+	sc := newScratch()
+	client := netip.MustParseAddrPort("192.0.2.1:5300")
+	for _, tc := range allocCases {
+		for _, edns := range []bool{false, true} {
+			p := benchQuery(t, tc.qname, tc.qtype, edns)
+			if s.respond(sc, p, client, false) == nil {
+				t.Fatalf("%s: no answer", tc.name)
+			}
+			n := testing.AllocsPerRun(200, func() { s.respond(sc, p, client, false) })
+			if n > tc.max {
+				t.Errorf("%s (edns %v): %v allocations per query, want at most %v", tc.name, edns, n, tc.max)
+			}
+		}
+	}
+}
+
+func BenchmarkRespond(b *testing.B) {
+	s, _ := testServer(b, "")
+	client := netip.MustParseAddrPort("192.0.2.1:5300")
+	for _, tc := range allocCases {
+		b.Run(tc.name, func(b *testing.B) {
+			sc := newScratch()
+			p := benchQuery(b, tc.qname, tc.qtype, true)
+			b.ReportAllocs()
+			for b.Loop() {
+				s.respond(sc, p, client, false)
+			}
+		})
+	}
+}
