@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,7 +36,9 @@ const DefaultConsulPrefix = "v6pod"
 // changed key and on <prefix>/version, so concurrent writers serialize: a
 // change that was checked against one state of the whole document (no
 // address in two pools, routes naming existing pools) never lands on
-// another. Apps are not kept in KV: they come from the Consul catalog.
+// another. A change too big for one transaction (over 128 keys or about
+// 384 KiB) is written in several, the first holding the version check;
+// readers may then briefly see part of it. Apps are not kept in KV: they come from the Consul catalog.
 type Consul struct {
 	client *api.Client
 	addr   string
@@ -49,8 +52,13 @@ type Consul struct {
 
 var _ Store = (*Consul)(nil)
 
-// maxTxnOps is Consul's limit on the operations of one transaction.
-const maxTxnOps = 128
+// maxTxnOps is Consul's limit on the operations of one transaction, and
+// maxTxnBytes stays well under its default request size limit
+// (txn_max_req_len, 512 KiB).
+const (
+	maxTxnOps   = 128
+	maxTxnBytes = 384 << 10
+)
 
 func init() { openers["consul"] = openConsulURL }
 
@@ -332,7 +340,15 @@ func (c *Consul) Update(ctx context.Context, fn func(*model.Document) error) (*m
 
 	var written uint64
 	for len(ops) > 0 {
-		n := min(len(ops), maxTxnOps)
+		n, size := 0, 0
+		for n < len(ops) && n < maxTxnOps {
+			// The request carries values in base64, in JSON.
+			size += len(ops[n].KV.Key) + base64.StdEncoding.EncodedLen(len(ops[n].KV.Value)) + 100
+			if n > 0 && size > maxTxnBytes {
+				break
+			}
+			n++
+		}
 		idx, err := c.txn(ctx, ops[:n])
 		if err != nil {
 			if written > 0 {

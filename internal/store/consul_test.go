@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -414,4 +415,40 @@ func FuzzConsulDecode(f *testing.F) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// A change bigger than one Consul transaction (more than 128 keys, more
+// than the request size limit) is written completely.
+func TestConsulBigUpdate(t *testing.T) {
+	t.Parallel()
+	c, _ := newConsul(t)
+	ctx := context.Background()
+	_, err := c.Update(ctx, func(d *model.Document) error {
+		d.Hosts = map[string]string{}
+		for i := range 300 {
+			d.Hosts[fmt.Sprintf("h%d.shop.test", i)] = "shop"
+		}
+		for i := range 40 {
+			p := model.Pool{Name: fmt.Sprintf("p%02d", i), Edge: "e"}
+			for j := range 600 {
+				p.V6 = append(p.V6, netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, byte(i), 0, 0, 0, 0, 0, 0, 0, 0x12, 0x34, byte(j >> 8), byte(j)}))
+			}
+			d.Pools = append(d.Pools, p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := c.Load(ctx)
+	if err != nil || len(d.Hosts) != 300 || len(d.Pools) != 40 || len(d.Pools[39].V6) != 600 {
+		t.Fatalf("after a big update: %d hosts, %d pools, %v", len(d.Hosts), len(d.Pools), err)
+	}
+	// And all of it removed again.
+	if _, err := c.Update(ctx, func(d *model.Document) error { d.Hosts, d.Pools = nil, nil; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := c.Load(ctx); err != nil || len(d.Hosts)+len(d.Pools) != 0 {
+		t.Fatalf("after removing everything: %+v, %v", d, err)
+	}
 }
