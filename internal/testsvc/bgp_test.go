@@ -42,6 +42,10 @@ type speaker struct {
 // startSpeaker runs a GoBGP library speaker on addr (a free port there).
 func startSpeaker(t *testing.T, addr string, asn uint32) *speaker {
 	t.Helper()
+	rid := addr
+	if netip.MustParseAddr(addr).Is6() {
+		rid = "192.0.2.1"
+	}
 	var err error
 	for range startAttempts { // a picked port may be taken meanwhile
 		var port int
@@ -51,7 +55,7 @@ func startSpeaker(t *testing.T, addr string, asn uint32) *speaker {
 		s := server.NewBgpServer(server.LoggerOption(quietLogger{}))
 		go s.Serve()
 		err = s.StartBgp(context.Background(), &api.StartBgpRequest{Global: &api.Global{
-			Asn: asn, RouterId: addr, ListenPort: int32(port), ListenAddresses: []string{addr},
+			Asn: asn, RouterId: rid, ListenPort: int32(port), ListenAddresses: []string{addr},
 		}})
 		if err == nil {
 			t.Cleanup(s.Stop)
@@ -65,9 +69,14 @@ func startSpeaker(t *testing.T, addr string, asn uint32) *speaker {
 
 func (sp *speaker) addPeer(t *testing.T, peer *BGPPeer, password string) {
 	t.Helper()
+	sp.addPeerPassword(t, peer.LocalAddr(), peer.Port(), peer.ASN(), password)
+}
+
+func (sp *speaker) addPeerPassword(t *testing.T, addr string, port int, asn uint32, password string) {
+	t.Helper()
 	err := sp.s.AddPeer(context.Background(), &api.AddPeerRequest{Peer: &api.Peer{
-		Conf:      &api.PeerConf{NeighborAddress: peer.LocalAddr(), PeerAsn: peer.ASN(), AuthPassword: password},
-		Transport: &api.Transport{LocalAddress: sp.addr, RemotePort: uint32(peer.Port())},
+		Conf:      &api.PeerConf{NeighborAddress: addr, PeerAsn: asn, AuthPassword: password},
+		Transport: &api.Transport{LocalAddress: sp.addr, RemotePort: uint32(port)},
 		Timers: &api.Timers{Config: &api.TimersConfig{
 			ConnectRetry: 1, HoldTime: 9, KeepaliveInterval: 3, IdleHoldTimeAfterReset: 1,
 		}},
@@ -236,47 +245,63 @@ func TestGoBGPDWrongPasswordStaysDown(t *testing.T) {
 }
 
 // The edge's one-IPv6-session case: IPv4 VIPs with an IPv6 next hop
-// (RFC 8950) over an IPv6 session, in a namespace of the test's own. A
-// gobgpd plays the edge and announces; BIRD and a second gobgpd play ToRs.
+// (RFC 8950) over an IPv6 session. The GoBGP library speaker (the edge)
+// stays in the test's namespace; BIRD and gobgpd run in a namespace of the
+// test's own, joined to it by a veth pair.
 func TestIPv6SessionExtendedNextHop(t *testing.T) {
 	t.Parallel()
-	ns := NewNetns(t, "2001:db8::2", "2001:db8::3", "2001:db8::4")
-	// The ToRs first, so the edge's first connection finds them listening.
-	// Any port is free in the fresh namespace.
-	const torPort, edgePort = 1790, 1791
-	bird := StartBIRD(t, BGPPeerConfig{Netns: ns, LocalAddr: "2001:db8::2", Port: torPort, ASN: 65000,
-		Neighbors: []BGPNeighbor{{Addr: "2001:db8::3", ASN: 65001, Port: edgePort}}})
-	tor := StartGoBGPD(t, BGPPeerConfig{Netns: ns, LocalAddr: "2001:db8::4", Port: torPort, ASN: 65000,
-		Neighbors: []BGPNeighbor{{Addr: "2001:db8::3", ASN: 65001, Port: edgePort, Passive: true}}})
-	edge := StartGoBGPD(t, BGPPeerConfig{Netns: ns, LocalAddr: "2001:db8::3", Port: edgePort, RouterID: "192.0.2.3", ASN: 65001,
-		Neighbors: []BGPNeighbor{{Addr: "2001:db8::2", ASN: 65000, Port: torPort}, {Addr: "2001:db8::4", ASN: 65000, Port: torPort}}})
+	ns := NewNetns(t)
+	hostAddr, nsAddrs := NetnsLink(t, ns, 2)
+	sp := startSpeaker(t, hostAddr, 65001)
+	bird := StartBIRD(t, BGPPeerConfig{Netns: ns, LocalAddr: nsAddrs[0], ASN: 65000,
+		Neighbors: []BGPNeighbor{{Addr: hostAddr, ASN: 65001, Port: sp.port}}})
+	tor := StartGoBGPD(t, BGPPeerConfig{Netns: ns, LocalAddr: nsAddrs[1], ASN: 65000,
+		Neighbors: []BGPNeighbor{{Addr: hostAddr, ASN: 65001, Port: sp.port, Passive: true}}})
 	if bird.RouterID() != "10.255.255.254" {
 		t.Errorf("default router ID for an IPv6 LocalAddr = %s", bird.RouterID())
 	}
+	sp.addPeer(t, bird, "")
+	sp.addPeer(t, tor, "")
+	t0 := time.Now()
+	bird.WaitEstablished(t, hostAddr, 20*time.Second)
+	tor.WaitEstablished(t, hostAddr, 20*time.Second)
+	t.Logf("both sessions established after %s", time.Since(t0))
+	sp.announce(t, announcePath(t, "198.51.100.10/32", hostAddr, 0, gracefulShutdown))
+	sp.announce(t, announcePath(t, "2001:db8:1::10/128", hostAddr, 0))
+	for _, p := range []*BGPPeer{bird, tor} {
+		r := p.WaitRoute(t, "ipv4", 10*time.Second, func(r Route) bool { return r.Prefix.String() == "198.51.100.10/32" })
+		t.Logf("%s got %s", p.Kind(), r)
+		if r.NextHop.String() != hostAddr || !slices.Contains(r.Communities, "65535:0") {
+			t.Errorf("%s: got %s, want next hop %s and 65535:0", p.Kind(), r, hostAddr)
+		}
+		r6 := p.WaitRoute(t, "ipv6", 10*time.Second, func(r Route) bool { return r.Prefix.String() == "2001:db8:1::10/128" })
+		t.Logf("%s got %s", p.Kind(), r6)
+	}
+}
+
+// gobgpd can announce too (through its API): a peer inside a namespace
+// with only IPv6 on lo plays the edge towards BIRD there.
+func TestGoBGPDAnnouncesInNamespace(t *testing.T) {
+	t.Parallel()
+	ns := NewNetns(t, "2001:db8::2", "2001:db8::3")
+	const torPort, edgePort = 1790, 1791 // any port is free in a fresh namespace
+	bird := StartBIRD(t, BGPPeerConfig{Netns: ns, LocalAddr: "2001:db8::2", Port: torPort, ASN: 65000,
+		Neighbors: []BGPNeighbor{{Addr: "2001:db8::3", ASN: 65001, Port: edgePort}}})
+	edge := StartGoBGPD(t, BGPPeerConfig{Netns: ns, LocalAddr: "2001:db8::3", Port: edgePort, RouterID: "192.0.2.3", ASN: 65001,
+		Neighbors: []BGPNeighbor{{Addr: "2001:db8::2", ASN: 65000, Port: torPort, Passive: true}}})
 	ctx := context.Background()
 	if _, err := edge.API().SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
 		Name: "global", Direction: api.PolicyDirection_EXPORT, DefaultAction: api.RouteAction_ACCEPT,
 	}}); err != nil {
 		t.Fatal(err)
 	}
-	t0 := time.Now()
 	bird.WaitEstablished(t, "2001:db8::3", 20*time.Second)
-	t.Logf("bird established after %s", time.Since(t0))
-	tor.WaitEstablished(t, "2001:db8::3", 20*time.Second)
-	t.Logf("tor established after %s", time.Since(t0))
-	if _, err := edge.API().AddPath(ctx, &api.AddPathRequest{Path: announcePath(t, "198.51.100.10/32", "2001:db8::3", 0, gracefulShutdown)}); err != nil {
+	edge.WaitEstablished(t, "2001:db8::2", 20*time.Second)
+	if _, err := edge.API().AddPath(ctx, &api.AddPathRequest{Path: announcePath(t, "198.51.100.11/32", "2001:db8::3", 7)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := edge.API().AddPath(ctx, &api.AddPathRequest{Path: announcePath(t, "2001:db8:1::10/128", "2001:db8::3", 0)}); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []*BGPPeer{bird, tor} {
-		r := p.WaitRoute(t, "ipv4", 10*time.Second, func(r Route) bool { return r.Prefix.String() == "198.51.100.10/32" })
-		t.Logf("%s got %s", p.Kind(), r)
-		if r.NextHop.String() != "2001:db8::3" || !slices.Contains(r.Communities, "65535:0") {
-			t.Errorf("%s: got %s, want next hop 2001:db8::3 and 65535:0", p.Kind(), r)
-		}
-		r6 := p.WaitRoute(t, "ipv6", 10*time.Second, func(r Route) bool { return r.Prefix.String() == "2001:db8:1::10/128" })
-		t.Logf("%s got %s", p.Kind(), r6)
+	r := bird.WaitRoute(t, "ipv4", 10*time.Second, func(r Route) bool { return r.Prefix.String() == "198.51.100.11/32" })
+	if r.NextHop.String() != "2001:db8::3" || r.MED != 7 || r.From.String() != "2001:db8::3" {
+		t.Errorf("got %s, want next hop 2001:db8::3, MED 7", r)
 	}
 }
