@@ -397,7 +397,10 @@ func (c *Consul) txn(ctx context.Context, ops api.TxnOps) (uint64, error) {
 // document only when the data changed (a write elsewhere under the prefix,
 // such as an edge's bgp status, is not news), and an error when Consul
 // cannot be read or holds invalid data; after an error, the next good
-// document is delivered even when it is the same as before.
+// document is delivered even when it is the same as before. A prefix that
+// held data and is then wholly empty (even <prefix>/version, which every
+// writer leaves, is gone: a restarted dev agent, a recursive delete) is
+// reported as an error rather than delivered as an empty document.
 func (c *Consul) Watch(ctx context.Context, fn func(*model.Document, error)) error {
 	var (
 		index   uint64
