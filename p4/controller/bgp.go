@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"sync"
 	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
@@ -20,16 +21,24 @@ var (
 	familyV4 = &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
 )
 
+// startMu serialises GoBGP's StartBgp, which sets package-level route
+// selection options: two speakers starting at once in one process (tests)
+// race on them.
+var startMu sync.Mutex
+
 // startBGP starts the embedded speaker the NAT64 servers peer with.
 func (c *Controller) startBGP(ctx context.Context) error {
 	host, port, _ := net.SplitHostPort(c.cfg.BGP.Listen)
 	pn, _ := strconv.Atoi(port)
 	s := server.NewBgpServer(server.LoggerOption(slogAdapter{c.log.With("component", "bgp")}))
 	go s.Serve()
-	if err := s.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
+	startMu.Lock()
+	err := s.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
 		Asn: c.cfg.BGP.ASN, RouterId: c.cfg.BGP.RouterID,
 		ListenPort: int32(pn), ListenAddresses: []string{host},
-	}}); err != nil {
+	}})
+	startMu.Unlock()
+	if err != nil {
 		s.Stop()
 		return fmt.Errorf("p4access: bgp: start on %s: %w", c.cfg.BGP.Listen, err)
 	}

@@ -70,7 +70,10 @@ func startNAT64(t *testing.T, local string, ctrlPort int, vip, nextHop string) *
 	go s.Serve()
 	t.Cleanup(s.Stop)
 	ctx := context.Background()
-	if err := s.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{Asn: 65001, RouterId: local, ListenPort: -1}}); err != nil {
+	startMu.Lock()
+	err := s.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{Asn: 65001, RouterId: local, ListenPort: -1}})
+	startMu.Unlock()
+	if err != nil {
 		t.Fatal(err)
 	}
 	if err := s.AddPeer(ctx, &api.AddPeerRequest{Peer: &api.Peer{
@@ -233,6 +236,7 @@ func TestProof(t *testing.T) {
 	if testing.Short() {
 		t.Skip("BGP sessions take a few seconds")
 	}
+	t.Parallel()
 	frozen := time.Unix(1_700_000_000, 0)
 	s, dev := startSim(t, sim.WithClock(func() time.Time { return frozen }))
 	port := freePort(t, "127.0.0.1")
