@@ -182,7 +182,7 @@ func rotateDrain(c *call, name string) error {
 			}
 		}
 		if p.Rotation.DrainedAt == "" {
-			p.Rotation.DrainedAt = c.e.now().UTC().Format(time.RFC3339)
+			p.Rotation.DrainedAt = c.e.now().UTC().Format(time.RFC3339Nano)
 		}
 		return nil
 	})
