@@ -92,6 +92,33 @@ func NewAnnouncer(bgp announce.Config, edge Config, log *slog.Logger) (*Announce
 	return a, nil
 }
 
+// NewWithBGP builds the server and, when bgp is not nil, its announcer,
+// and returns the function that runs them (Announcer.Run, or Server.Run
+// without BGP). It is the whole of Main's BGP wiring:
+//
+//	srv, run, err := NewWithBGP(cfg, cfg.BGP, logger, opts...)
+//	...
+//	err = run(ctx)
+func NewWithBGP(cfg Config, bgp *announce.Config, log *slog.Logger, opts ...Option) (*Server, func(context.Context) error, error) {
+	if bgp == nil {
+		srv, err := New(cfg, opts...)
+		if err != nil {
+			return nil, nil, err
+		}
+		return srv, srv.Run, nil
+	}
+	a, err := NewAnnouncer(*bgp, cfg, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	srv, err := New(cfg, append(opts, a.Option())...)
+	if err != nil {
+		a.sp.Close()
+		return nil, nil, err
+	}
+	return srv, func(ctx context.Context) error { return a.Run(ctx, srv) }, nil
+}
+
 // Speaker is the BGP speaker (status, Drain).
 func (a *Announcer) Speaker() *announce.Speaker { return a.sp }
 

@@ -2,6 +2,7 @@ package announce
 
 import (
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -238,4 +239,27 @@ func FuzzParseConfig(f *testing.F) {
 		c.Node = "fuzz" // no host name lookups
 		_ = c.Validate()
 	})
+}
+
+// The example in README.md parses and validates.
+func TestREADMEExample(t *testing.T) {
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "```yaml\n")
+	if !ok {
+		t.Fatal("no yaml block in README.md")
+	}
+	block, _, _ := strings.Cut(rest, "```")
+	c, err := ParseConfig([]byte(block))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Prefixes()) != 3 || c.Peers[0].Password == "" || c.Check == nil || c.Check.Kind != "http" {
+		t.Errorf("README example: %+v", c)
+	}
 }

@@ -506,3 +506,71 @@ func TestLocalTCPCheck(t *testing.T) {
 	ln.Close()
 	waitFor(t, tor, 3*time.Second, "VIP withdrawn after the check fails", func(m map[netip.Prefix]testsvc.Route) bool { return !has(m, vip) })
 }
+
+// manage_addresses: the VIP addresses appear on lo, and go only after
+// Shutdown's withdrawal went out. (lo rather than a dummy interface: not
+// every kernel here has the dummy module.)
+func TestManagedAddresses(t *testing.T) {
+	testsvc.RequireRoot(t)
+	t.Parallel()
+	torAddr, edgeAddr := loopPair()
+	tor := testsvc.StartGoBGPD(t, testsvc.BGPPeerConfig{LocalAddr: torAddr, ASN: torASN, HoldTime: 3,
+		Neighbors: []testsvc.BGPNeighbor{{Addr: edgeAddr, ASN: edgeASN, Passive: true}}})
+	var r [3]byte
+	rand.Read(r[:])
+	ifname := "lo"
+	v4 := fmt.Sprintf("198.18.%d.%d", r[0], r[1]|1)
+	v6 := fmt.Sprintf("2001:db8:%x::%x", r[0], int(r[1])<<8|int(r[2])|1)
+	t.Cleanup(func() {
+		_ = exec.Command("ip", "addr", "del", v4+"/32", "dev", ifname).Run()
+		_ = exec.Command("ip", "addr", "del", v6+"/128", "dev", ifname).Run()
+	})
+	cfg := baseConfig(torAddr, tor.Port(), edgeAddr)
+	cfg.Announce.VIPs = []PrefixConfig{{Prefix: v4}, {Prefix: v6}}
+	cfg.Announce.NodePrefix = nil
+	cfg.ManageAddresses = true
+	cfg.Interface = ifname
+	cfg.GracefulShutdownWait = 500 * time.Millisecond
+	s := run(t, cfg)
+	present := func() (bool, bool) {
+		out, _ := exec.Command("ip", "addr", "show", "dev", ifname).CombinedOutput()
+		return strings.Contains(string(out), " "+v4+"/32"), strings.Contains(string(out), " "+netip.MustParseAddr(v6).String()+"/128")
+	}
+	tor.WaitEstablished(t, edgeAddr, 15*time.Second)
+	waitFor(t, tor, 10*time.Second, "VIPs announced", func(m map[netip.Prefix]testsvc.Route) bool {
+		return has(m, v4+"/32") && has(m, netip.MustParseAddr(v6).String()+"/128")
+	})
+	if a, b := present(); !a || !b {
+		out, _ := exec.Command("ip", "addr", "show", "dev", ifname).CombinedOutput()
+		t.Fatalf("addresses not on %s: %s", ifname, out)
+	}
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := present(); a || b {
+		t.Errorf("addresses still on %s after Shutdown", ifname)
+	}
+	waitFor(t, tor, 2*time.Second, "VIPs withdrawn", func(m map[netip.Prefix]testsvc.Route) bool { return len(m) == 0 })
+}
+
+// IPv4 routes over the IPv6 session with a configured IPv4 next hop.
+func TestIPv6SessionConfiguredIPv4NextHop(t *testing.T) {
+	testsvc.RequireRoot(t)
+	t.Parallel()
+	ns, host, inside := vethNetns(t)
+	tor := testsvc.StartGoBGPD(t, testsvc.BGPPeerConfig{
+		LocalAddr: inside.String(), RouterID: "10.0.0.1", ASN: torASN, Netns: ns, HoldTime: 3,
+		Neighbors: []testsvc.BGPNeighbor{{Addr: host.String(), ASN: edgeASN, Passive: true}},
+	})
+	cfg := baseConfig(inside.String(), tor.Port(), host.String())
+	cfg.Announce.NextHopV6 = ""
+	run(t, cfg)
+	tor.WaitEstablished(t, host.String(), 15*time.Second)
+	m := waitFor(t, tor, 10*time.Second, "all routes", allThere)
+	if r := m[netip.MustParsePrefix(vip4)]; r.NextHop != netip.MustParseAddr("198.51.100.3") || r.From != host {
+		t.Errorf("IPv4 VIP: %s, want next hop 198.51.100.3 from %s", r, host)
+	}
+	if r := m[netip.MustParsePrefix(vip6)]; r.NextHop != host {
+		t.Errorf("IPv6 VIP: %s, want next hop %s", r, host)
+	}
+}
