@@ -1,0 +1,151 @@
+package razor
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// readmeConfig returns the YAML example of README.md's Configuration
+// section.
+func readmeConfig(t *testing.T) []byte {
+	t.Helper()
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "## Configuration")
+	if !ok {
+		t.Fatal("README.md has no Configuration section")
+	}
+	_, rest, ok = strings.Cut(rest, "```yaml\n")
+	if !ok {
+		t.Fatal("no yaml block in the Configuration section")
+	}
+	y, _, _ := strings.Cut(rest, "```")
+	return []byte(y)
+}
+
+func TestREADMEConfigExample(t *testing.T) {
+	abs, _ := filepath.Abs(".")
+	cfg, err := ParseConfig(readmeConfig(t), abs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Zones) != 2 || cfg.Probe.Rise != 2 || cfg.RRL.IPv6Prefix != 56 || cfg.Consul.EdgeService != "v6pod-edge" {
+		t.Fatalf("unexpected: %+v", cfg)
+	}
+	// It runs: on free ports, with the example zones and pods file.
+	cfg.Listen = []string{"127.0.0.1:0"}
+	cfg.Metrics = "127.0.0.1:0"
+	cfg.Probe.Type = ""
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	// The metrics listener serves the registry.
+	var body []byte
+	eventually(t, 5*time.Second, "metrics served", func() bool {
+		resp, err := http.Get("http://" + s.MetricsAddr() + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ = io.ReadAll(resp.Body)
+		return resp.StatusCode == 200
+	})
+	for _, m := range []string{"razor_queries_total", "razor_pool_healthy", "razor_store_age_seconds"} {
+		if !bytes.Contains(body, []byte(m)) {
+			t.Errorf("metrics lack %s", m)
+		}
+	}
+}
+
+func TestConfigStrict(t *testing.T) {
+	_, err := ParseConfig([]byte("listen: [\"127.0.0.1:53\"]\nzones: []\nrrl:\n  responses_per_second: 5\n  slipp: 2\n"), "")
+	if err == nil || !strings.Contains(err.Error(), "line 5") || !strings.Contains(err.Error(), "slipp") {
+		t.Fatalf("unknown key: %v, want an error naming line 5 and the key", err)
+	}
+	for _, tc := range []struct {
+		yaml, want string
+	}{
+		{"zones: [{origin: a.test, file: x}]", "listen"},
+		{"listen: [\"127.0.0.1:53\"]", "zones"},
+		{"listen: [\"nope\"]\nzones: [{origin: a.test, file: x}]", "listen \"nope\""},
+		{"listen: [\"127.0.0.1:53\"]\nzones: [{origin: a.test, file: x}]\nprobe: {type: icmp}", "probe.type"},
+		{"listen: [\"127.0.0.1:53\"]\nzones: [{origin: a.test, file: x}]\ncookies: {secret: abc}", "cookies.secret"},
+		{"listen: [\"127.0.0.1:53\"]\nzones: [{origin: a.test, file: x}, {origin: a.test., file: y}]", "listed twice"},
+	} {
+		c, err := ParseConfig([]byte(tc.yaml), "")
+		if err == nil {
+			c.Defaults()
+			err = c.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want an error about %s", tc.yaml, err, tc.want)
+		}
+	}
+}
+
+// Zone files with errors are refused with the reason.
+func TestZoneFileErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ zone, want string }{
+		{"@ 3600 IN NS ns.a.test.\n", "no SOA"},
+		{"@ 3600 IN SOA ns.a.test. h.a.test. 1 2 3 4 5\n", "no NS"},
+		{"@ 3600 IN SOA ns.a.test. h.a.test. 1 2 3 4 5\n@ IN NS ns\nx IN CNAME y\nx IN A 192.0.2.1\n", "CNAME and other data"},
+		{"@ 3600 IN SOA ns.a.test. h.a.test. 1 2 3 4 5\n@ IN NS ns\nwww.b.test. IN A 192.0.2.1\n", "outside the zone"},
+		{"@ 3600 IN SOA ns.a.test. h.a.test. 1 2 3 4 5\n@ IN NS ns\nx IN A 300.0.0.1\n", "a.test"},
+	} {
+		p := filepath.Join(dir, "a.zone")
+		os.WriteFile(p, []byte("$ORIGIN a.test.\n$TTL 60\n"+tc.zone), 0o644)
+		_, err := New(Config{Listen: []string{"127.0.0.1:0"}, Zones: []ZoneConfig{{Origin: "a.test", File: p}}})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.zone, err, tc.want)
+		}
+	}
+}
+
+// Main with the quick-start flags serves, and stops when ctx ends.
+func TestMainQuickStart(t *testing.T) {
+	var out, errb syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		done <- Main(ctx, []string{"--listen", "127.0.0.1:0", "--zone", "v6pod.test=testdata/v6pod.test.zone",
+			"--zone", "customer.test=testdata/customer.test.zone", "--store", "testdata/pods.yaml"}, &out, &errb)
+	}()
+	eventually(t, 10*time.Second, "serving line", func() bool { return strings.Contains(out.String(), "serving on") })
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, errb.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Main did not return after ctx ended")
+	}
+	if code := Main(context.Background(), []string{"--listen", "127.0.0.1:0", "--zone", "v6pod.test=testdata/v6pod.test.zone", "--check"}, &out, &errb); code != 0 {
+		t.Fatalf("--check: %d %s", code, errb.String())
+	}
+	if code := Main(context.Background(), []string{"--zone", "v6pod.test"}, io.Discard, io.Discard); code != 2 {
+		t.Fatalf("bad --zone: exit %d, want 2", code)
+	}
+	if code := Main(context.Background(), []string{"--listen", "127.0.0.1:0", "--zone", "v6pod.test=nope.zone"}, io.Discard, io.Discard); code != 1 {
+		t.Fatalf("missing zone file: exit %d, want 1", code)
+	}
+}
