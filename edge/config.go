@@ -30,6 +30,8 @@ type Config struct {
 	// Metrics is the address of the metrics, /healthz and /readyz
 	// listener; none when empty.
 	Metrics string `yaml:"metrics"`
+	// Pprof adds /debug/pprof/ to the metrics listener.
+	Pprof bool `yaml:"pprof"`
 	TLS     TLS    `yaml:"tls"`
 	Consul  Consul `yaml:"consul"`
 	// Defaults apply to every app; Apps override them per app.
