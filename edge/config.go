@@ -31,9 +31,9 @@ type Config struct {
 	// listener; none when empty.
 	Metrics string `yaml:"metrics"`
 	// Pprof adds /debug/pprof/ to the metrics listener.
-	Pprof bool `yaml:"pprof"`
-	TLS     TLS    `yaml:"tls"`
-	Consul  Consul `yaml:"consul"`
+	Pprof  bool   `yaml:"pprof"`
+	TLS    TLS    `yaml:"tls"`
+	Consul Consul `yaml:"consul"`
 	// Defaults apply to every app; Apps override them per app.
 	Defaults    App            `yaml:"defaults"`
 	Apps        map[string]App `yaml:"apps"`
