@@ -19,9 +19,8 @@ import (
 	"testing"
 	"time"
 
-	consulapi "github.com/hashicorp/consul/api"
-
 	"github.com/v6pod/v6pod/internal/testsvc"
+	"github.com/v6pod/v6pod/ops"
 )
 
 // Test addresses: every test gets its own 127.0.N.0/24 on lo, so tests
@@ -342,8 +341,9 @@ func TestShutdownGracefulShutdownThenWithdraw(t *testing.T) {
 	}
 }
 
-// Drain by flag file: the VIPs go through 65535:0 and are withdrawn, the
-// node prefix stays; removing the file restores them without 65535:0.
+// Drain by flag file (`ops edge drain --drain-file`): the VIPs go through
+// 65535:0 and are withdrawn, the node prefix stays; `ops edge undrain`
+// restores them without 65535:0.
 func TestDrainFlagFile(t *testing.T) {
 	t.Parallel()
 	torAddr, edgeAddr := loopPair()
@@ -356,9 +356,7 @@ func TestDrainFlagFile(t *testing.T) {
 	tor.WaitEstablished(t, edgeAddr, 15*time.Second)
 	waitFor(t, tor, 10*time.Second, "all routes", allThere)
 
-	if err := os.WriteFile(cfg.DrainFile, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	opsRun(t, "edge", "drain", "edge-test", "--drain-file", cfg.DrainFile)
 	waitFor(t, tor, 2*time.Second, "VIPs with 65535:0", func(m map[netip.Prefix]testsvc.Route) bool {
 		return allThere(m) && gshut(m[netip.MustParsePrefix(vip4)]) && !gshut(m[netip.MustParsePrefix(node)])
 	})
@@ -368,14 +366,15 @@ func TestDrainFlagFile(t *testing.T) {
 	if on, src := s.Draining(); !on || !slices.Equal(src, []string{"file"}) {
 		t.Errorf("Draining = %v %v", on, src)
 	}
-	os.Remove(cfg.DrainFile)
+	opsRun(t, "edge", "undrain", "edge-test", "--drain-file", cfg.DrainFile)
 	waitFor(t, tor, 3*time.Second, "VIPs back without 65535:0", func(m map[netip.Prefix]testsvc.Route) bool {
 		return allThere(m) && !gshut(m[netip.MustParsePrefix(vip4)]) && !gshut(m[netip.MustParsePrefix(vip6)])
 	})
 }
 
-// Drain by the Consul key v6pod/edges/<node>/drain, and the status JSON
-// the speaker keeps at v6pod/edges/<node>/bgp.
+// Drain by the Consul key v6pod/edges/<node>/drain that `ops edge drain`
+// writes, and the status JSON the speaker keeps at v6pod/edges/<node>/bgp
+// that `ops edge status` shows.
 func TestDrainConsulKeyAndStatus(t *testing.T) {
 	t.Parallel()
 	consul := testsvc.StartConsul(t)
@@ -429,9 +428,11 @@ func TestDrainConsulKeyAndStatus(t *testing.T) {
 		t.Errorf("status: %+v", st)
 	}
 
-	if _, err := kv.Put(&consulapi.KVPair{Key: "v6pod/edges/ams-01/drain", Value: []byte("ops")}, nil); err != nil {
-		t.Fatal(err)
+	store := "--store=" + consul.URL("v6pod")
+	if out := opsRun(t, store, "edge", "status", "ams-01", "-o", "json"); !strings.Contains(out, `"established"`) {
+		t.Errorf("ops edge status does not show the session: %s", out)
 	}
+	opsRun(t, store, "edge", "drain", "ams-01")
 	waitFor(t, tor, 3*time.Second, "VIPs with 65535:0", func(m map[netip.Prefix]testsvc.Route) bool {
 		return has(m, vip4) && gshut(m[netip.MustParsePrefix(vip4)])
 	})
@@ -441,9 +442,7 @@ func TestDrainConsulKeyAndStatus(t *testing.T) {
 	waitStatus("draining by consul", func(st Status) bool {
 		return st.Draining && slices.Equal(st.DrainedBy, []string{"consul"}) && st.Prefixes[0].State == "withdrawn" && st.Prefixes[0].Reason == "drained"
 	})
-	if _, err := kv.Delete("v6pod/edges/ams-01/drain", nil); err != nil {
-		t.Fatal(err)
-	}
+	opsRun(t, store, "edge", "undrain", "ams-01")
 	waitFor(t, tor, 3*time.Second, "VIPs back", allThere)
 }
 
@@ -573,4 +572,14 @@ func TestIPv6SessionConfiguredIPv4NextHop(t *testing.T) {
 	if r := m[netip.MustParsePrefix(vip6)]; r.NextHop != host {
 		t.Errorf("IPv6 VIP: %s, want next hop %s", r, host)
 	}
+}
+
+// opsRun runs the ops command and returns its output.
+func opsRun(t *testing.T, args ...string) string {
+	t.Helper()
+	var out, errb strings.Builder
+	if code := ops.Main(context.Background(), args, strings.NewReader(""), &out, &errb); code != 0 {
+		t.Fatalf("ops %s: exit %d: %s%s", strings.Join(args, " "), code, out.String(), errb.String())
+	}
+	return out.String()
 }
