@@ -4,29 +4,51 @@ import (
 	"container/list"
 	"encoding/binary"
 	"errors"
+	"github.com/miekg/dns"
 	"hash/maphash"
 	"sync"
 	"time"
 )
 
-// cacheKey names one answer: the question, lower-cased, and the request
-// bits that change the answer (DO and CD, RFC 6147 section 5.5).
-type cacheKey struct {
-	name   string
-	qtype  uint16
-	qclass uint16
-	flags  uint8
-}
-
+// A cache key names one answer: query type, class, the request bits that
+// change the answer (DO and CD, RFC 6147 section 5.5), then the name in
+// lower-case wire form. Built from wire bytes it needs no allocation.
 const (
 	flagDO = 1 << iota
 	flagCD
 )
 
+// maxKeyLen is the largest key: 5 bytes of type, class, flags, and a
+// 255-byte name.
+const maxKeyLen = 5 + 255
+
+// appendKey appends the key for a question given as text.
+func appendKey(dst []byte, name string, qtype, qclass uint16, flags uint8) ([]byte, bool) {
+	var nb [256]byte
+	n, err := dns.PackDomainName(name, nb[:], 0, nil, false)
+	if err != nil {
+		return dst, false
+	}
+	dst = append(dst, byte(qtype>>8), byte(qtype), byte(qclass>>8), byte(qclass), flags)
+	return appendLower(dst, nb[:n]), true
+}
+
+// appendLower appends a wire name in lower case. Label lengths are at most
+// 63, below 'A', so they pass unchanged.
+func appendLower(dst, name []byte) []byte {
+	for _, c := range name {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
 // entry is one answer as packed wire bytes, ready to send once its ID,
 // question case and TTLs are patched.
 type entry struct {
-	key     cacheKey
+	key     string
 	wire    []byte   // always with an OPT record, last (optOff)
 	optOff  int      // start of the OPT record; -1 when none
 	qEnd    int      // end of the question name (offset 12 + its length)
@@ -131,7 +153,7 @@ const cacheShards = 16
 
 type cacheShard struct {
 	mu         sync.Mutex
-	m          map[cacheKey]*list.Element
+	m          map[string]*list.Element
 	lru        list.List // front: most recently used
 	bytes      int64
 	maxEntries int
@@ -143,23 +165,19 @@ func newCache(maxEntries int, maxBytes int64) *cache {
 	perE := max(1, maxEntries/cacheShards)
 	perB := max(1, maxBytes/cacheShards)
 	for i := range c.shards {
-		c.shards[i].m = make(map[cacheKey]*list.Element)
+		c.shards[i].m = make(map[string]*list.Element)
 		c.shards[i].maxEntries = perE
 		c.shards[i].maxBytes = perB
 	}
 	return c
 }
 
-func (c *cache) shard(k *cacheKey) *cacheShard {
-	h := maphash.String(c.seed, k.name) ^ uint64(k.qtype)<<8 ^ uint64(k.flags)
-	return &c.shards[h%cacheShards]
-}
-
-// get returns the live entry for k, dropping it when expired.
-func (c *cache) get(k cacheKey, now time.Time) *entry {
-	s := c.shard(&k)
+// get returns the live entry for key, dropping it when expired. The key
+// is not retained, so a reused buffer is fine.
+func (c *cache) get(key []byte, now time.Time) *entry {
+	s := &c.shards[maphash.Bytes(c.seed, key)%cacheShards]
 	s.mu.Lock()
-	el, ok := s.m[k]
+	el, ok := s.m[string(key)] // no allocation: the compiler looks up in place
 	if !ok {
 		s.mu.Unlock()
 		return nil
@@ -178,7 +196,7 @@ func (c *cache) get(k cacheKey, now time.Time) *entry {
 // put stores e, replacing an older answer and evicting the least recently
 // used answers beyond the limits.
 func (c *cache) put(e *entry) {
-	s := c.shard(&e.key)
+	s := &c.shards[maphash.String(c.seed, e.key)%cacheShards]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e.cost > s.maxBytes {

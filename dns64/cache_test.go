@@ -113,7 +113,7 @@ func TestCacheBounded(t *testing.T) {
 	c.onEvict = func() { evicted++ }
 	now := time.Now()
 	for i := range 1000 {
-		c.put(&entry{key: cacheKey{name: fmt.Sprintf("n%d.test.", i), qtype: 28}, expires: now.Add(time.Hour), cost: 100})
+		c.put(&entry{key: testKey(fmt.Sprintf("n%d.test.", i)), expires: now.Add(time.Hour), cost: 100})
 	}
 	if n, _ := c.size(); n > 32 {
 		t.Errorf("%d entries, limit 32", n)
@@ -124,20 +124,20 @@ func TestCacheBounded(t *testing.T) {
 
 	c = newCache(1000, 16*1000) // 1000 bytes per shard
 	for i := range 1000 {
-		c.put(&entry{key: cacheKey{name: fmt.Sprintf("n%d.test.", i), qtype: 28}, expires: now.Add(time.Hour), cost: 300})
+		c.put(&entry{key: testKey(fmt.Sprintf("n%d.test.", i)), expires: now.Add(time.Hour), cost: 300})
 	}
 	if _, b := c.size(); b > 16*1000 {
 		t.Errorf("%d bytes, limit %d", b, 16*1000)
 	}
 	// LRU: a recently read entry survives newer insertions in its shard.
 	c = newCache(cacheShards*2, 1<<20)
-	k := cacheKey{name: "keep.test.", qtype: 28}
+	k := testKey("keep.test.")
 	c.put(&entry{key: k, expires: now.Add(time.Hour), cost: 1})
 	for i := range 200 {
-		if c.get(k, now) == nil {
+		if c.get([]byte(k), now) == nil {
 			t.Fatalf("recently used entry evicted after %d insertions", i)
 		}
-		c.put(&entry{key: cacheKey{name: fmt.Sprintf("x%d.test.", i), qtype: 28}, expires: now.Add(time.Hour), cost: 1})
+		c.put(&entry{key: testKey(fmt.Sprintf("x%d.test.", i)), expires: now.Add(time.Hour), cost: 1})
 	}
 }
 
@@ -175,5 +175,23 @@ func TestWalkWire(t *testing.T) {
 		if _, _, _, err := walkWire(bad); err == nil {
 			t.Errorf("walkWire accepted %d bytes", len(bad))
 		}
+	}
+}
+
+func testKey(name string) string {
+	k, _ := appendKey(nil, name, dns.TypeAAAA, dns.ClassINET, 0)
+	return string(k)
+}
+
+func TestCacheKeyCaseAndEscapes(t *testing.T) {
+	a, _ := appendKey(nil, "WwW.Example.", dns.TypeAAAA, dns.ClassINET, flagDO)
+	b, _ := appendKey(nil, "www.example.", dns.TypeAAAA, dns.ClassINET, flagDO)
+	c, _ := appendKey(nil, "\\087ww.example.", dns.TypeAAAA, dns.ClassINET, flagDO)
+	if string(a) != string(b) || string(b) != string(c) {
+		t.Errorf("keys differ: %q %q %q", a, b, c)
+	}
+	d, _ := appendKey(nil, "www.example.", dns.TypeAAAA, dns.ClassINET, 0)
+	if string(d) == string(b) {
+		t.Error("DO not part of the key")
 	}
 }

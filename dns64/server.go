@@ -146,18 +146,15 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("dns64: metrics listen %s: %w", s.cfg.Metrics, err)
 		}
 	}
-	udpSize := max(s.cfg.UDPSize, 4096)
-	servers := []*dns.Server{
-		{PacketConn: pc, Handler: s, UDPSize: udpSize, MsgAcceptFunc: acceptQuery},
-		{Listener: ln, Handler: s, MsgAcceptFunc: acceptQuery, IdleTimeout: func() time.Duration { return 10 * time.Second }},
-	}
-	errc := make(chan error, len(servers)+1)
+	tcp := &dns.Server{Listener: ln, Handler: s, MsgAcceptFunc: acceptQuery,
+		IdleTimeout: func() time.Duration { return 10 * time.Second }}
+	errc := make(chan error, 8)
 	var started sync.WaitGroup
-	for _, srv := range servers {
-		started.Add(1)
-		srv.NotifyStartedFunc = started.Done
-		go func() { errc <- srv.ActivateAndServe() }()
-	}
+	started.Add(1)
+	tcp.NotifyStartedFunc = started.Done
+	go func() { errc <- tcp.ActivateAndServe() }()
+	udp := s.newUDPServer(pc)
+	udp.start(errc)
 	var hs *http.Server
 	if mln != nil {
 		mux := http.NewServeMux()
@@ -188,11 +185,11 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer scancel()
-	for _, srv := range servers {
-		if err := srv.ShutdownContext(sctx); err != nil && runErr == nil && !strings.Contains(err.Error(), "not started") {
-			s.log.Warn("dns64 shutdown", "err", err)
-		}
+	if err := tcp.ShutdownContext(sctx); err != nil && !strings.Contains(err.Error(), "not started") {
+		s.log.Warn("dns64 shutdown", "err", err)
 	}
+	deadline, _ := sctx.Deadline()
+	udp.shutdown(deadline)
 	if hs != nil {
 		hs.Shutdown(sctx)
 	}
@@ -216,7 +213,7 @@ func (s *Server) Close() error {
 
 // listenBoth binds UDP and TCP on the same address; with port 0 it retries
 // until the kernel's UDP port is free for TCP too.
-func listenBoth(address string) (net.PacketConn, net.Listener, error) {
+func listenBoth(address string) (*net.UDPConn, net.Listener, error) {
 	var lastErr error
 	for range 10 {
 		pc, err := net.ListenPacket("udp", address)
@@ -225,7 +222,7 @@ func listenBoth(address string) (net.PacketConn, net.Listener, error) {
 		}
 		ln, err := net.Listen("tcp", pc.LocalAddr().String())
 		if err == nil {
-			return pc, ln, nil
+			return pc.(*net.UDPConn), ln, nil
 		}
 		pc.Close()
 		lastErr = err
@@ -317,12 +314,18 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		}
 	}
 
-	key := cacheKey{name: strings.ToLower(q.Name), qtype: q.Qtype, qclass: q.Qclass}
+	var flags uint8
 	if do {
-		key.flags |= flagDO
+		flags |= flagDO
 	}
 	if cd {
-		key.flags |= flagCD
+		flags |= flagCD
+	}
+	var kb [maxKeyLen]byte
+	key, ok := appendKey(kb[:0], q.Name, q.Qtype, q.Qclass, flags)
+	if !ok {
+		s.writeError(w, r, dns.RcodeFormatError, nil)
+		return
 	}
 	now := s.now()
 	if s.cache != nil {
@@ -350,7 +353,7 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	default:
 		a = s.forward(ctx, q, do, cd)
 	}
-	e, err := s.makeEntry(key, q, a, do, cd, now)
+	e, err := s.makeEntry(string(key), q, a, do, cd, now)
 	if err != nil {
 		s.log.Warn("dns64: cannot pack answer", "qname", q.Name, "qtype", dns.TypeToString[q.Qtype], "err", err)
 		s.writeError(w, r, dns.RcodeServerFailure, opt)
@@ -364,7 +367,7 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 
 // makeEntry packs the canonical answer: response header with RA, the
 // question, the sections, and an OPT record (payload size, DO) last.
-func (s *Server) makeEntry(key cacheKey, q dns.Question, a *answer, do, cd bool, now time.Time) (*entry, error) {
+func (s *Server) makeEntry(key string, q dns.Question, a *answer, do, cd bool, now time.Time) (*entry, error) {
 	m := &dns.Msg{
 		MsgHdr: dns.MsgHdr{
 			Response: true, Opcode: dns.OpcodeQuery, RecursionAvailable: true,
@@ -401,7 +404,7 @@ func (s *Server) makeEntry(key cacheKey, q dns.Question, a *answer, do, cd bool,
 		minTTL = 0 // nothing says how long this holds
 	}
 	e.expires = now.Add(time.Duration(minTTL) * time.Second)
-	e.cost = int64(len(wire)+len(key.name)+6*len(offs)) + 160
+	e.cost = int64(len(wire)+len(key)+6*len(offs)) + 160
 	return e, nil
 }
 
@@ -441,21 +444,7 @@ func (s *Server) writeEntry(w dns.ResponseWriter, r *dns.Msg, e *entry, now time
 		copy(buf[12:e.qEnd], e.wire[12:e.qEnd])
 		slow = true
 	}
-	{
-		age := uint32(now.Sub(e.stored) / time.Second)
-		for i, off := range e.ttlOffs {
-			if int(off) >= n {
-				break
-			}
-			t := e.ttls[i]
-			if t > age {
-				t -= age
-			} else {
-				t = 0
-			}
-			binary.BigEndian.PutUint32(buf[off:], t)
-		}
-	}
+	e.age(buf, n, now)
 	if slow {
 		// Slow path: truncate (RFC 1035 section 4.2.1, RFC 6891 section 7).
 		m := new(dns.Msg)

@@ -1,0 +1,338 @@
+package dns64
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+)
+
+// The UDP side is served by our own read loops rather than dns.Server:
+// a cache hit is answered on the reading goroutine straight from the wire
+// bytes, without unpacking the query or allocating. Everything else is
+// handed, on its own goroutine, to the same path dns.Server would take
+// (header check, unpack, ServeDNS).
+
+type udpServer struct {
+	s        *Server
+	conn     *net.UDPConn
+	stopping atomic.Bool
+	readers  sync.WaitGroup
+	inflight sync.WaitGroup
+}
+
+func (s *Server) newUDPServer(conn *net.UDPConn) *udpServer {
+	return &udpServer{s: s, conn: conn}
+}
+
+// start runs one read loop per usable CPU (at most 4).
+func (u *udpServer) start(errc chan<- error) {
+	n := min(max(runtime.GOMAXPROCS(0), 1), 4)
+	for range n {
+		u.readers.Add(1)
+		go func() {
+			defer u.readers.Done()
+			if err := u.read(); err != nil {
+				errc <- err
+			}
+		}()
+	}
+}
+
+// shutdown stops reading, lets queries in flight finish until deadline,
+// then closes the socket.
+func (u *udpServer) shutdown(deadline time.Time) {
+	u.stopping.Store(true)
+	u.conn.SetReadDeadline(time.Now())
+	u.readers.Wait()
+	done := make(chan struct{})
+	go func() { u.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Until(deadline)):
+	}
+	u.conn.Close()
+}
+
+// batchConn reads and writes several datagrams per system call
+// (recvmmsg/sendmmsg on Linux, one at a time elsewhere).
+type batchConn interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+const (
+	udpBatch  = 32
+	udpBufLen = 4096 // longer queries are cut, fail to unpack: FORMERR
+)
+
+func (u *udpServer) batchConn() batchConn {
+	if a, ok := u.conn.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() != nil {
+		return ipv4.NewPacketConn(u.conn)
+	}
+	return ipv6.NewPacketConn(u.conn)
+}
+
+func (u *udpServer) read() error {
+	bc := u.batchConn()
+	in := make([]ipv4.Message, udpBatch)
+	out := make([]ipv4.Message, udpBatch)
+	outBufs := make([][]byte, udpBatch)
+	for i := range in {
+		in[i].Buffers = [][]byte{make([]byte, udpBufLen)}
+		outBufs[i] = make([]byte, 0, 1500)
+		out[i].Buffers = [][]byte{nil}
+	}
+	var kb [maxKeyLen]byte
+	for {
+		n, err := bc.ReadBatch(in, 0)
+		if err != nil {
+			if u.stopping.Load() || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			u.s.log.Warn("dns64: udp read", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		k := 0
+		for i := range n {
+			pkt := in[i].Buffers[0][:in[i].N]
+			from, _ := in[i].Addr.(*net.UDPAddr)
+			if from == nil {
+				continue
+			}
+			if u.s.cache != nil {
+				if ans, ok := u.fast(pkt, outBufs[k][:0], kb[:0]); ok {
+					outBufs[k] = ans
+					out[k].Buffers[0] = ans
+					out[k].Addr = from
+					k++
+					continue
+				}
+			}
+			cp := make([]byte, len(pkt))
+			copy(cp, pkt)
+			to := from.AddrPort()
+			u.inflight.Add(1)
+			go func() {
+				defer u.inflight.Done()
+				defer func() {
+					if p := recover(); p != nil {
+						u.s.log.Error("dns64: panic serving query", "panic", p)
+					}
+				}()
+				u.slow(cp, to)
+			}()
+		}
+		for sent := 0; sent < k; {
+			m, err := bc.WriteBatch(out[sent:k], 0)
+			if err != nil {
+				u.s.log.Debug("dns64: udp write", "err", err)
+				m = max(m, 1) // skip the datagram that failed
+			}
+			sent += m
+		}
+	}
+}
+
+// wireQuery is what the fast path needs of a query.
+type wireQuery struct {
+	id      uint16
+	rd      bool
+	qtype   uint16
+	qEnd    int // end of the question name
+	edns    bool
+	udpSize int
+	key     []byte
+}
+
+// parseWireQuery accepts only plain queries: QUERY opcode, one question
+// with an uncompressed name, no answer or authority records, at most an
+// OPT record of version 0. Anything else takes the slow path.
+func parseWireQuery(b []byte, kb []byte) (q wireQuery, ok bool) {
+	if len(b) < 17 || b[2]&0xF8 != 0 || // QR and opcode
+		binary.BigEndian.Uint32(b[4:]) != 1<<16 || b[8] != 0 || b[9] != 0 || b[10] != 0 || b[11] > 1 {
+		return q, false
+	}
+	q.id = binary.BigEndian.Uint16(b)
+	q.rd = b[2]&0x01 != 0
+	cd := b[3]&0x10 != 0
+	off := 12
+	for {
+		if off >= len(b) {
+			return q, false
+		}
+		l := int(b[off])
+		if l == 0 {
+			off++
+			break
+		}
+		if l > 63 || off+1+l > len(b) || off+1+l-12 > 254 {
+			return q, false
+		}
+		off += 1 + l
+	}
+	q.qEnd = off
+	if off+4 > len(b) {
+		return q, false
+	}
+	q.qtype = binary.BigEndian.Uint16(b[off:])
+	qclass := binary.BigEndian.Uint16(b[off+2:])
+	switch q.qtype {
+	case dns.TypeOPT, dns.TypeAXFR, dns.TypeIXFR, dns.TypeMAILA, dns.TypeMAILB:
+		return q, false
+	}
+	off += 4
+	var flags uint8
+	if cd {
+		flags |= flagCD
+	}
+	q.udpSize = dns.MinMsgSize
+	if b[11] == 1 {
+		if off+11 > len(b) || b[off] != 0 || binary.BigEndian.Uint16(b[off+1:]) != dns.TypeOPT || b[off+6] != 0 {
+			return q, false // not OPT, or EDNS version other than 0
+		}
+		q.edns = true
+		q.udpSize = max(int(binary.BigEndian.Uint16(b[off+3:])), dns.MinMsgSize)
+		if b[off+7]&0x80 != 0 {
+			flags |= flagDO
+		}
+		off += 11 + int(binary.BigEndian.Uint16(b[off+9:]))
+	}
+	if off != len(b) {
+		return q, false
+	}
+	kb = append(kb, byte(q.qtype>>8), byte(q.qtype), byte(qclass>>8), byte(qclass), flags)
+	q.key = appendLower(kb, b[12:q.qEnd])
+	return q, true
+}
+
+// fast builds the answer to a cache hit in out; it reports false to send
+// the query down the slow path.
+func (u *udpServer) fast(b, out, kb []byte) ([]byte, bool) {
+	s := u.s
+	q, ok := parseWireQuery(b, kb)
+	if !ok {
+		return out, false
+	}
+	now := s.now()
+	e := s.cache.get(q.key, now)
+	if e == nil || e.qEnd != q.qEnd {
+		return out, false
+	}
+	n := len(e.wire)
+	if !q.edns && e.optOff >= 0 {
+		n = e.optOff
+	}
+	maxSize := dns.MinMsgSize
+	if q.edns {
+		maxSize = min(q.udpSize, s.cfg.UDPSize)
+	}
+	if n > maxSize {
+		return out, false // needs truncating: slow path
+	}
+	out = append(out[:0], e.wire[:n]...)
+	binary.BigEndian.PutUint16(out, q.id)
+	if q.rd {
+		out[2] |= 0x01
+	} else {
+		out[2] &^= 0x01
+	}
+	if !q.edns && e.optOff >= 0 {
+		binary.BigEndian.PutUint16(out[10:], binary.BigEndian.Uint16(out[10:])-1)
+	}
+	copy(out[12:q.qEnd], b[12:q.qEnd]) // the asker's letter case
+	e.age(out, n, now)
+	s.m.queries[0][qtypeIndex(q.qtype)].Inc()
+	s.m.cacheHits.Inc()
+	s.m.response(int(out[3] & 0xF))
+	return out, true
+}
+
+// age rewrites the TTLs in buf (a copy of the first n bytes of e.wire) by
+// the time spent in the cache.
+func (e *entry) age(buf []byte, n int, now time.Time) {
+	age := uint32(now.Sub(e.stored) / time.Second)
+	for i, off := range e.ttlOffs {
+		if int(off) >= n {
+			break
+		}
+		t := e.ttls[i]
+		if t > age {
+			t -= age
+		} else {
+			t = 0
+		}
+		binary.BigEndian.PutUint32(buf[off:], t)
+	}
+}
+
+// slow does what dns.Server does with a packet: drop it when the header is
+// unreadable or it is a response, answer FORMERR or NOTIMP when the header
+// or the body is unacceptable, else hand it to ServeDNS.
+func (u *udpServer) slow(b []byte, from netip.AddrPort) {
+	if len(b) < 12 {
+		return
+	}
+	h := dns.Header{
+		Id: binary.BigEndian.Uint16(b), Bits: binary.BigEndian.Uint16(b[2:]),
+		Qdcount: binary.BigEndian.Uint16(b[4:]), Ancount: binary.BigEndian.Uint16(b[6:]),
+		Nscount: binary.BigEndian.Uint16(b[8:]), Arcount: binary.BigEndian.Uint16(b[10:]),
+	}
+	w := &udpWriter{conn: u.conn, to: from}
+	rcode := dns.RcodeFormatError
+	switch acceptQuery(h) {
+	case dns.MsgIgnore:
+		return
+	case dns.MsgRejectNotImplemented:
+		rcode = dns.RcodeNotImplemented
+	case dns.MsgAccept:
+		req := new(dns.Msg)
+		if err := req.Unpack(b); err == nil {
+			u.s.ServeDNS(w, req)
+			return
+		}
+	}
+	m := new(dns.Msg)
+	m.Id = h.Id
+	m.Response = true
+	m.Opcode = int(h.Bits>>11) & 0xF
+	m.Rcode = rcode
+	u.s.m.queries[0][3].Inc()
+	u.s.m.response(rcode)
+	w.WriteMsg(m)
+}
+
+// udpWriter is the dns.ResponseWriter of the slow path.
+type udpWriter struct {
+	conn *net.UDPConn
+	to   netip.AddrPort
+}
+
+func (w *udpWriter) LocalAddr() net.Addr  { return w.conn.LocalAddr() }
+func (w *udpWriter) RemoteAddr() net.Addr { return net.UDPAddrFromAddrPort(w.to) }
+func (w *udpWriter) WriteMsg(m *dns.Msg) error {
+	b, err := m.Pack()
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}
+func (w *udpWriter) Write(b []byte) (int, error) { return w.conn.WriteToUDPAddrPort(b, w.to) }
+func (w *udpWriter) Close() error                { return nil }
+func (w *udpWriter) TsigStatus() error           { return nil }
+func (w *udpWriter) TsigTimersOnly(bool)         {}
+func (w *udpWriter) Hijack()                     {}

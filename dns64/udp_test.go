@@ -1,0 +1,126 @@
+package dns64
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Cache hits over UDP take the wire fast path: ID, RD, letter case, aged
+// TTLs and the OPT record must come out as the slow path makes them.
+func TestUDPFastPathHits(t *testing.T) {
+	t.Parallel()
+	up := startUpstream(t)
+	clk := &fakeClock{now: time.Unix(1_800_000_000, 0)}
+	s := startServer(t, testConfig(up.addr), WithClock(clk.Now))
+	ask(t, s.Addr(), "cname.test.", dns.TypeAAAA, qopt{})
+	ask(t, s.Addr(), "cname.test.", dns.TypeAAAA, qopt{noEDNS: true})
+	clk.Add(30 * time.Second)
+	before := testCounter(t, s, "dns64_cache_hits_total")
+
+	m := ask(t, s.Addr(), "CNAME.test.", dns.TypeAAAA, qopt{})
+	if m.Question[0].Name != "CNAME.test." || m.IsEdns0() == nil || len(m.Answer) != 3 {
+		t.Errorf("EDNS hit: %v", m)
+	}
+	for _, rr := range m.Answer {
+		if rr.Header().Ttl != 270 {
+			t.Errorf("TTL %d, want 270", rr.Header().Ttl)
+		}
+	}
+	m = ask(t, s.Addr(), "cname.TEST.", dns.TypeAAAA, qopt{noEDNS: true})
+	if m.Question[0].Name != "cname.TEST." || m.IsEdns0() != nil || len(m.Answer) != 3 {
+		t.Errorf("plain hit: %v", m)
+	}
+	if got := testCounter(t, s, "dns64_cache_hits_total") - before; got != 2 {
+		t.Errorf("%v hits, want 2", got)
+	}
+	if n := up.count("cname.test.", dns.TypeA); n != 1 {
+		t.Errorf("upstream asked %d times", n)
+	}
+}
+
+// The fast path reads only what the slow path would read the same way.
+func FuzzWireQuery(f *testing.F) {
+	seedQueries(f)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		q, ok := parseWireQuery(b, nil)
+		if !ok {
+			return
+		}
+		m := new(dns.Msg)
+		if err := m.Unpack(b); err != nil {
+			t.Fatalf("fast path accepted what unpack refuses: %v", err)
+		}
+		if len(m.Question) != 1 || m.Question[0].Qtype != q.qtype || m.Id != q.id || m.RecursionDesired != q.rd {
+			t.Fatalf("fast %+v, unpack %v", q, m)
+		}
+		var flags uint8
+		if o := m.IsEdns0(); o != nil {
+			if !q.edns || o.Version() != 0 {
+				t.Fatalf("EDNS: fast %v, unpack %v", q.edns, o)
+			}
+			if o.Do() {
+				flags |= flagDO
+			}
+		} else if q.edns {
+			t.Fatal("fast path saw EDNS that unpack did not")
+		}
+		if m.CheckingDisabled {
+			flags |= flagCD
+		}
+		k, ok := appendKey(nil, m.Question[0].Name, m.Question[0].Qtype, m.Question[0].Qclass, flags)
+		if !ok || string(k) != string(q.key) {
+			t.Fatalf("keys differ: fast %q, text %q", q.key, k)
+		}
+	})
+}
+
+// A cache hit on the fast path allocates nothing.
+func TestUDPFastPathAllocs(t *testing.T) {
+	s, conn, pkt := fastPathSetup(t)
+	u := s.newUDPServer(conn)
+	out := make([]byte, 0, 4096)
+	var kb [maxKeyLen]byte
+	allocs := testing.AllocsPerRun(200, func() {
+		var ok bool
+		if out, ok = u.fast(pkt, out, kb[:0]); !ok {
+			t.Fatal("not a hit")
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per hit", allocs)
+	}
+}
+
+func BenchmarkUDPFastPathHit(b *testing.B) {
+	s, conn, pkt := fastPathSetup(b)
+	u := s.newUDPServer(conn)
+	out := make([]byte, 0, 4096)
+	var kb [maxKeyLen]byte
+	b.ReportAllocs()
+	for b.Loop() {
+		out, _ = u.fast(pkt, out, kb[:0])
+	}
+}
+
+// fastPathSetup fills the cache of an unstarted server through ServeDNS
+// and returns a UDP socket and a query packet.
+func fastPathSetup(tb testing.TB) (*Server, *net.UDPConn, []byte) {
+	s, err := New(testConfig("127.0.0.1:53"), WithExchanger(zoneExchanger{newTestZone(tb)}))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	req := new(dns.Msg)
+	req.SetQuestion("cname.test.", dns.TypeAAAA)
+	req.SetEdns0(1232, false)
+	s.ServeDNS(&recorder{}, req)
+	pkt, _ := req.Pack()
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	return s, conn, pkt
+}
