@@ -86,3 +86,20 @@ func TestMainFlagsAndCheck(t *testing.T) {
 		t.Fatalf("run: exit %d, %s", code, errb.String())
 	}
 }
+
+func TestAccessLogSampler(t *testing.T) {
+	sm := sampler{rate: 3, sample: 10}
+	now := time.Unix(100, 0)
+	logged := 0
+	for range 103 {
+		if _, ok := sm.take(now); ok {
+			logged++
+		}
+	}
+	if logged != 3+10 {
+		t.Fatalf("logged %d of 103 with rate 3, sample 10; want 13", logged)
+	}
+	if every, ok := sm.take(now.Add(time.Second)); !ok || every != 1 {
+		t.Fatalf("a new second logs in full: %d %v", every, ok)
+	}
+}

@@ -122,6 +122,9 @@ func TestRedisRestartReloadsAndNeverServesAnEmptyList(t *testing.T) {
 	r.Stop()
 	waitFor(t, 10*time.Second, "the source to notice", func() bool { return !stats.Up.Load() })
 	time.Sleep(200 * time.Millisecond)
+	if st := stats.Staleness(time.Now()); st <= 0 {
+		t.Errorf("staleness %v while Redis is down, want > 0", st)
+	}
 	if n := s.Table().Pool("shop").Len(); n != 2 {
 		t.Errorf("while Redis is down the pool has %d upstreams, want the last good 2", n)
 	}
