@@ -26,7 +26,8 @@ type Config struct {
 	// UpstreamTimeout bounds one attempt to one upstream. Default 1s.
 	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
 	// UpstreamRetries is how many more attempts follow a failed one, each
-	// to the next usable upstream. Default 2; -1 means none.
+	// to the next usable upstream. Default 2. In Go, -1 means none (0 is
+	// the default); in YAML, 0 means none.
 	UpstreamRetries int `yaml:"upstream_retries"`
 	// UpstreamBackoff is how long an upstream is avoided after
 	// FailThreshold consecutive failures; it doubles with every further
@@ -61,6 +62,11 @@ type Config struct {
 	DisablePTR bool `yaml:"disable_ptr"`
 	// PTRTTL is the TTL of those CNAME records. Default 600s.
 	PTRTTL time.Duration `yaml:"ptr_ttl"`
+
+	// MaxConcurrent bounds the UDP queries being resolved at once (cache
+	// misses waiting on upstreams); beyond it queries are dropped and the
+	// clients retry. Default 10000.
+	MaxConcurrent int `yaml:"max_concurrent"`
 
 	// UDPSize is the EDNS0 payload size advertised to clients and
 	// upstreams, and the largest UDP answer sent. Default 1232.
@@ -138,10 +144,14 @@ func ParseConfig(b []byte) (Config, error) {
 	}
 	// Tell "exclude_ipv4: []" (nothing excluded) from an absent key.
 	var probe struct {
-		ExcludeIPv4 *[]string `yaml:"exclude_ipv4"`
+		ExcludeIPv4     *[]string `yaml:"exclude_ipv4"`
+		UpstreamRetries *int      `yaml:"upstream_retries"`
 	}
-	if err := yaml.Unmarshal(b, &probe); err == nil && probe.ExcludeIPv4 != nil {
-		c.excludeIPv4Set = true
+	if err := yaml.Unmarshal(b, &probe); err == nil {
+		c.excludeIPv4Set = probe.ExcludeIPv4 != nil
+		if probe.UpstreamRetries != nil && *probe.UpstreamRetries == 0 {
+			c.UpstreamRetries = -1
+		}
 	}
 	return c, nil
 }
@@ -187,6 +197,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.UDPSize == 0 {
 		c.UDPSize = 1232
+	}
+	if c.MaxConcurrent == 0 {
+		c.MaxConcurrent = 10000
 	}
 	if c.Cache.MaxEntries == 0 {
 		c.Cache.MaxEntries = 100000
@@ -310,6 +323,9 @@ func (c *Config) compile() (*compiled, error) {
 	}
 	if c.PTRTTL < 0 || c.PTRTTL > 7*24*time.Hour {
 		bad("ptr_ttl: %v is out of range", c.PTRTTL)
+	}
+	if c.MaxConcurrent < 1 {
+		bad("max_concurrent: %d must be at least 1", c.MaxConcurrent)
 	}
 	if c.UDPSize < 512 || c.UDPSize > 65535 {
 		bad("udp_size: %d must be 512-65535", c.UDPSize)

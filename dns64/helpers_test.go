@@ -63,6 +63,7 @@ type testUpstream struct {
 	mu      sync.Mutex
 	queries map[string]int // "name/TYPE/proto"
 	total   atomic.Int64
+	delay   atomic.Int64 // nanoseconds before each answer
 }
 
 func startUpstream(t testing.TB) *testUpstream {
@@ -152,6 +153,9 @@ func (u *testUpstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	u.queries[name+"/"+dns.TypeToString[q.Qtype]+"/"+proto]++
 	u.mu.Unlock()
 	u.total.Add(1)
+	if d := u.delay.Load(); d > 0 {
+		time.Sleep(time.Duration(d))
+	}
 
 	m := new(dns.Msg)
 	m.SetReply(r)

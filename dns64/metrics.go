@@ -16,6 +16,8 @@ type metrics struct {
 	cacheHits    prometheus.Counter
 	cacheMisses  prometheus.Counter
 	cacheEvicted prometheus.Counter
+	coalesced    prometheus.Counter
+	dropped      prometheus.Counter
 	upRequests   *prometheus.CounterVec
 	upDuration   *prometheus.HistogramVec
 	upHealthy    *prometheus.GaugeVec
@@ -73,6 +75,12 @@ func newMetrics(reg prometheus.Registerer, c *cache) *metrics {
 	m.cacheEvicted = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "dns64_cache_evictions_total", Help: "Cached answers evicted to stay within the limits.",
 	})
+	m.coalesced = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "dns64_coalesced_total", Help: "Queries that waited for an identical query already being resolved.",
+	})
+	m.dropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "dns64_dropped_total", Help: "UDP queries dropped because max_concurrent queries were already waiting.",
+	})
 	m.upRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dns64_upstream_requests_total",
 		Help: "Queries sent to upstreams, by upstream and outcome (ok, servfail, refused, timeout, error, truncated).",
@@ -91,7 +99,7 @@ func newMetrics(reg prometheus.Registerer, c *cache) *metrics {
 		Help: "Moving average of the upstream's query outcomes (1 all succeed, 0 all fail).",
 	}, []string{"upstream"})
 	cs := []prometheus.Collector{queries, responses, m.synthesized, m.ptrCNAME, m.cacheHits,
-		m.cacheMisses, m.cacheEvicted, m.upRequests, m.upDuration, m.upHealthy, m.upScore}
+		m.cacheMisses, m.cacheEvicted, m.coalesced, m.dropped, m.upRequests, m.upDuration, m.upHealthy, m.upScore}
 	if c != nil {
 		cs = append(cs,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -36,6 +36,9 @@ type Server struct {
 
 	bufs sync.Pool
 
+	flightsMu sync.Mutex
+	flights   map[string]*flight
+
 	mu        sync.Mutex
 	ready     chan struct{}
 	addr      string // bound DNS address once ready
@@ -68,12 +71,13 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:   cfg,
-		cc:    cc,
-		log:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-		now:   time.Now,
-		ready: make(chan struct{}),
-		done:  make(chan struct{}),
+		cfg:     cfg,
+		cc:      cc,
+		log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		now:     time.Now,
+		ready:   make(chan struct{}),
+		done:    make(chan struct{}),
+		flights: map[string]*flight{},
 	}
 	for _, o := range opts {
 		o(s)
@@ -337,32 +341,70 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		s.m.cacheMisses.Inc()
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(),
-		time.Duration(2*(s.cfg.UpstreamRetries+1))*s.cfg.UpstreamTimeout+time.Second)
-	defer cancel()
-	var a *answer
-	switch {
-	case q.Qclass == dns.ClassINET && q.Qtype == dns.TypeAAAA:
-		a = s.resolveAAAA(ctx, q, do, cd)
-	case q.Qclass == dns.ClassINET && q.Qtype == dns.TypePTR && !s.cfg.DisablePTR:
-		if v4, ok := s.reverseV4(q.Name); ok {
-			a = s.resolvePTR(ctx, q, v4, do, cd)
-		} else {
-			a = s.forward(ctx, q, do, cd)
+	// Identical questions arriving while one is being resolved wait for
+	// its answer instead of asking the upstreams again.
+	e, err := s.coalesce(string(key), func() (*entry, error) {
+		a := s.resolve(q, do, cd)
+		e, err := s.makeEntry(string(key), q, a, do, cd, now)
+		if err != nil {
+			return nil, err
 		}
-	default:
-		a = s.forward(ctx, q, do, cd)
-	}
-	e, err := s.makeEntry(string(key), q, a, do, cd, now)
+		if s.cache != nil && e.expires.After(now) && (a.rcode == dns.RcodeSuccess || a.rcode == dns.RcodeNameError) {
+			s.cache.put(e)
+		}
+		return e, nil
+	})
 	if err != nil {
 		s.log.Warn("dns64: cannot pack answer", "qname", q.Name, "qtype", dns.TypeToString[q.Qtype], "err", err)
 		s.writeError(w, r, dns.RcodeServerFailure, opt)
 		return
 	}
-	if s.cache != nil && e.expires.After(now) && (a.rcode == dns.RcodeSuccess || a.rcode == dns.RcodeNameError) {
-		s.cache.put(e)
+	s.writeEntry(w, r, e, s.now(), opt != nil, maxSize)
+}
+
+// resolve finds the canonical answer to one question.
+func (s *Server) resolve(q dns.Question, do, cd bool) *answer {
+	ctx, cancel := context.WithTimeout(context.Background(),
+		time.Duration(2*(s.cfg.UpstreamRetries+1))*s.cfg.UpstreamTimeout+time.Second)
+	defer cancel()
+	switch {
+	case q.Qclass == dns.ClassINET && q.Qtype == dns.TypeAAAA:
+		return s.resolveAAAA(ctx, q, do, cd)
+	case q.Qclass == dns.ClassINET && q.Qtype == dns.TypePTR && !s.cfg.DisablePTR:
+		if v4, ok := s.reverseV4(q.Name); ok {
+			return s.resolvePTR(ctx, q, v4, do, cd)
+		}
 	}
-	s.writeEntry(w, r, e, now, opt != nil, maxSize)
+	return s.forward(ctx, q, do, cd)
+}
+
+// flight is one resolution in progress.
+type flight struct {
+	done chan struct{}
+	e    *entry
+	err  error
+}
+
+// coalesce runs fn once for concurrent callers with the same key.
+func (s *Server) coalesce(key string, fn func() (*entry, error)) (*entry, error) {
+	s.flightsMu.Lock()
+	if f, ok := s.flights[key]; ok {
+		s.flightsMu.Unlock()
+		s.m.coalesced.Inc()
+		<-f.done
+		return f.e, f.err
+	}
+	f := &flight{done: make(chan struct{})}
+	s.flights[key] = f
+	s.flightsMu.Unlock()
+	defer func() {
+		s.flightsMu.Lock()
+		delete(s.flights, key)
+		s.flightsMu.Unlock()
+		close(f.done)
+	}()
+	f.e, f.err = fn()
+	return f.e, f.err
 }
 
 // makeEntry packs the canonical answer: response header with RA, the

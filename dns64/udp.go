@@ -25,8 +25,11 @@ type udpServer struct {
 	s        *Server
 	conn     *net.UDPConn
 	stopping atomic.Bool
-	readers  sync.WaitGroup
-	inflight sync.WaitGroup
+	// slowCount is the number of queries on the slow path (cache misses
+	// waiting on upstreams, mostly), bounded by cfg.MaxConcurrent.
+	slowCount atomic.Int64
+	readers   sync.WaitGroup
+	inflight  sync.WaitGroup
 }
 
 func (s *Server) newUDPServer(conn *net.UDPConn) *udpServer {
@@ -122,12 +125,18 @@ func (u *udpServer) read() error {
 					continue
 				}
 			}
+			if u.slowCount.Load() >= int64(u.s.cfg.MaxConcurrent) {
+				u.s.m.dropped.Inc() // overloaded: the client retries
+				continue
+			}
 			cp := make([]byte, len(pkt))
 			copy(cp, pkt)
 			to := from.AddrPort()
+			u.slowCount.Add(1)
 			u.inflight.Add(1)
 			go func() {
 				defer u.inflight.Done()
+				defer u.slowCount.Add(-1)
 				defer func() {
 					if p := recover(); p != nil {
 						u.s.log.Error("dns64: panic serving query", "panic", p)
@@ -264,7 +273,7 @@ func (u *udpServer) fast(b, out, kb []byte) ([]byte, bool) {
 // age rewrites the TTLs in buf (a copy of the first n bytes of e.wire) by
 // the time spent in the cache.
 func (e *entry) age(buf []byte, n int, now time.Time) {
-	age := uint32(now.Sub(e.stored) / time.Second)
+	age := uint32(max(now.Sub(e.stored), 0) / time.Second)
 	for i, off := range e.ttlOffs {
 		if int(off) >= n {
 			break

@@ -3,6 +3,7 @@ package dns64
 import (
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -224,5 +225,51 @@ func TestTruncationAndEDNSSizes(t *testing.T) {
 	m = ask(t, s.Addr(), "v4only.test.", dns.TypeAAAA, qopt{noEDNS: true})
 	if m.IsEdns0() != nil || len(aaaas(m)) != 1 {
 		t.Errorf("no EDNS small answer: %v", m)
+	}
+}
+
+// Identical queries arriving together are resolved once.
+func TestConcurrentIdenticalQueriesCoalesce(t *testing.T) {
+	t.Parallel()
+	up := startUpstream(t)
+	up.delay.Store(int64(300 * time.Millisecond))
+	cfg := testConfig(up.addr)
+	cfg.UpstreamTimeout = 2 * time.Second
+	s := startServer(t, cfg)
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if got := aaaas(ask(t, s.Addr(), "v4only.test.", dns.TypeAAAA, qopt{})); len(got) != 1 {
+				t.Errorf("AAAA %v", got)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := up.count("v4only.test.", dns.TypeA); n != 1 {
+		t.Errorf("upstream asked %d times for the A record, want 1", n)
+	}
+	if v := testCounter(t, s, "dns64_coalesced_total"); v == 0 {
+		t.Error("no query counted as coalesced")
+	}
+}
+
+// upstream_retries: 0 in YAML means a single attempt.
+func TestConfigRetriesZero(t *testing.T) {
+	c, err := ParseConfig([]byte("upstreams: [127.0.0.1]\nupstream_retries: 0\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.UpstreamRetries != 0 {
+		t.Errorf("retries %d", c.UpstreamRetries)
+	}
+	c, _ = ParseConfig([]byte("upstreams: [127.0.0.1]\n"))
+	c.Validate()
+	if c.UpstreamRetries != 2 {
+		t.Errorf("default retries %d", c.UpstreamRetries)
 	}
 }
