@@ -395,6 +395,9 @@ func (s *Server) respondSafe(sc *scratch, p []byte, client netip.AddrPort, tcp b
 }
 
 func (s *Server) serveUDP(c *net.UDPConn) {
+	if s.serveUDPBatch(c) {
+		return
+	}
 	sc := newScratch()
 	in := make([]byte, maxMsg)
 	for {
