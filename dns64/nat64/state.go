@@ -114,7 +114,8 @@ type table struct {
 	rng        *mrand.Rand
 	secret     uint64
 	bibCount   [4]int64
-	portsInUse []int64 // per pool4 address, all protocols
+	portsInUse []int64    // per pool4 address, all protocols
+	used       [3][]int32 // per protocol index, per pool4 address
 }
 
 func protoIndex(p uint8) int {
@@ -143,6 +144,9 @@ func newTable(cfg *Config, now func() time.Time, log *bindingLog) *table {
 		secret:     binary.LittleEndian.Uint64(seed[:8]) ^ 0x5bd1e995,
 		portsInUse: make([]int64, len(cfg.pool4)),
 	}
+	for i := range t.used {
+		t.used[i] = make([]int32, len(cfg.pool4))
+	}
 	for i := range t.sess6 {
 		t.sess6[i].m = make(map[key]*session)
 		t.sess4[i].m = make(map[key]*session)
@@ -154,6 +158,7 @@ func newTable(cfg *Config, now func() time.Time, log *bindingLog) *table {
 		t.bibCount[protoIndex(b.proto)]++
 		if i := cfg.poolIndex(b.v4); i >= 0 {
 			t.portsInUse[i]++
+			t.used[protoIndex(b.proto)][i]++
 		}
 	}
 	return t
@@ -371,6 +376,9 @@ func (t *table) allocate(proto uint8, v6 [16]byte, port6 uint16) (*bib, bool) {
 		i := (first + n) % len(pool)
 		p := &pool[i]
 		span := int(p.hi) - int(p.lo) + 1
+		if int(t.used[protoIndex(proto)][i]) >= span {
+			continue // full: do not probe it
+		}
 		start := t.rng.IntN(span)
 		for j := 0; j < span; j++ {
 			port := p.lo + uint16((start+j)%span)
@@ -383,6 +391,7 @@ func (t *table) allocate(proto uint8, v6 [16]byte, port6 uint16) (*bib, bool) {
 			t.bib4[k4] = b
 			t.bibCount[protoIndex(proto)]++
 			t.portsInUse[i]++
+			t.used[protoIndex(proto)][i]++
 			t.log.binding(true, t.now(), b)
 			return b, true
 		}
@@ -455,6 +464,7 @@ func (t *table) removed(s *session) {
 			t.bibCount[protoIndex(b.proto)]--
 			if i := t.cfg.poolIndex(b.v4); i >= 0 {
 				t.portsInUse[i]--
+				t.used[protoIndex(b.proto)][i]--
 			}
 			t.log.binding(false, t.now(), b)
 		}
