@@ -135,12 +135,14 @@ func TestBGPListenerDeathWithdrawsItsVIP(t *testing.T) {
 	e.srv.mu.Lock()
 	hs := e.srv.servers[0]
 	e.srv.mu.Unlock()
+	t0 := time.Now()
 	hs.Close()
 	e.waitTable(t, 3*time.Second, "dead listener's VIP withdrawn within 3s", func(m map[netip.Prefix][]string) bool {
 		_, a := m[e.vips[0]]
 		_, b := m[e.vips[1]]
 		return !a && b
 	})
+	t.Logf("dead listener's VIP gone from the ToR after %s (polled every 25ms)", time.Since(t0).Round(time.Millisecond))
 	waitFor(t, 2*time.Second, "status says withdrawn, not ready", func() bool {
 		st := e.ann.Speaker().Status()
 		return st.Prefixes[0].State == "withdrawn" && st.Prefixes[0].Reason == "not ready" && st.Prefixes[1].State == "announced"

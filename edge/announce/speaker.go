@@ -274,6 +274,7 @@ func (s *Speaker) Run(ctx context.Context) error {
 	if stopped {
 		cancel()
 	}
+	s.Heartbeat() // the dead-man counts from here, not from New
 	var wg sync.WaitGroup
 	loops := []struct {
 		name string

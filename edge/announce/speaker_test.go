@@ -295,10 +295,12 @@ func TestUnreadyVIPWithdrawn(t *testing.T) {
 	s.SetReady(netip.MustParsePrefix(vip4), true)
 	s.SetReady(netip.MustParsePrefix(vip6), true)
 	waitFor(t, tor, 5*time.Second, "VIPs once ready", allThere)
+	t0 := time.Now()
 	s.SetReady(netip.MustParsePrefix(vip4), false)
 	waitFor(t, tor, 3*time.Second, "IPv4 VIP withdrawn within 3s", func(m map[netip.Prefix]testsvc.Route) bool {
 		return !has(m, vip4) && has(m, vip6) && has(m, node)
 	})
+	t.Logf("unready VIP gone from the ToR's table after %s (polled every 25ms)", time.Since(t0).Round(time.Millisecond))
 	s.SetReady(netip.MustParsePrefix(vip4), true)
 	waitFor(t, tor, 3*time.Second, "IPv4 VIP back", allThere)
 	if err := s.SetReady(netip.MustParsePrefix("192.0.2.99/32"), true); err == nil {
