@@ -124,3 +124,79 @@ func fastPathSetup(tb testing.TB) (*Server, *net.UDPConn, []byte) {
 	tb.Cleanup(func() { conn.Close() })
 	return s, conn, pkt
 }
+
+// The default listen address is IPv6 loopback: the batch reader then
+// works on an IPv6 socket.
+func TestIPv6Listener(t *testing.T) {
+	t.Parallel()
+	if ln, err := net.Listen("tcp", "[::1]:0"); err != nil {
+		t.Skip("no IPv6 loopback")
+	} else {
+		ln.Close()
+	}
+	up := startUpstream(t)
+	cfg := testConfig(up.addr)
+	cfg.Listen = "[::1]:0"
+	s := startServer(t, cfg)
+	for _, o := range []qopt{{}, {}, {tcp: true}, {noEDNS: true}} { // the second is a cache hit
+		if got := aaaas(ask(t, s.Addr(), "v4only.test.", dns.TypeAAAA, o)); len(got) != 1 || got[0] != "64:ff9b::102:304" {
+			t.Errorf("%+v: AAAA %v", o, got)
+		}
+	}
+	if v := testCounter(t, s, "dns64_cache_hits_total"); v < 2 {
+		t.Errorf("cache hits %v", v)
+	}
+}
+
+// ServeDNS is a dns.Handler: a caller can feed it a recorder (or serve it
+// with its own dns.Server) without Run.
+func TestServeDNSWithRecorder(t *testing.T) {
+	t.Parallel()
+	s, err := New(testConfig("192.0.2.53"), WithExchanger(zoneExchanger{newTestZone(t)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := new(dns.Msg)
+	req.SetQuestion("cname.test.", dns.TypeAAAA)
+	rec := &recorder{}
+	s.ServeDNS(rec, req)
+	if rec.msg == nil || len(aaaas(rec.msg)) != 1 || aaaas(rec.msg)[0] != "64:ff9b::102:304" {
+		t.Fatalf("answer %v", rec.msg)
+	}
+}
+
+// On shutdown, a query waiting on a slow upstream is still answered.
+func TestGracefulShutdownFinishesInflight(t *testing.T) {
+	t.Parallel()
+	up := startUpstream(t)
+	up.delay.Store(int64(400 * time.Millisecond))
+	cfg := testConfig(up.addr)
+	cfg.UpstreamTimeout = 2 * time.Second
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(t.Context()) }()
+	<-s.Ready()
+	got := make(chan *dns.Msg, 1)
+	go func() {
+		m := new(dns.Msg)
+		m.SetQuestion("v4only.test.", dns.TypeA)
+		r, _, err := (&dns.Client{Timeout: 5 * time.Second}).Exchange(m, s.Addr())
+		if err != nil {
+			t.Error(err)
+		}
+		got <- r
+	}()
+	for up.total.Load() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	s.Close() // waits for Run
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if r := <-got; r == nil || len(r.Answer) != 1 {
+		t.Errorf("in-flight query: %v", r)
+	}
+}
