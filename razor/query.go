@@ -435,6 +435,7 @@ func (s *Server) writeRoute(sc *scratch, snap *snapshot, rt *route, fi int, labe
 		set = f.shardSet(label, rt.shardSize)
 	}
 	ch := set.Pick(rt.answers, sc.choices[:0])
+	var perPool [8]int // records per pool of the set, for the first pools
 	for _, c := range ch {
 		p := &set.Pools[c.Pool]
 		a := p.Addrs[c.Index]
@@ -447,7 +448,16 @@ func (s *Server) writeRoute(sc *scratch, snap *snapshot, rt *route, fi int, labe
 			b := a.As16()
 			r.b = append(r.b, b[:]...)
 		}
-		snap.pools[p.ID].answers.Inc()
+		if c.Pool < len(perPool) {
+			perPool[c.Pool]++
+		} else {
+			snap.pools[p.ID].answers.Inc()
+		}
+	}
+	for i, n := range perPool {
+		if n > 0 {
+			snap.pools[set.Pools[i].ID].answers.Add(float64(n))
+		}
 	}
 	r.an += len(ch)
 	if f.failOpen {

@@ -62,63 +62,96 @@ func (s *Set) Pick(k int, out []Choice) []Choice {
 		return out
 	}
 	base := len(out)
+	if len(s.Pools) == 1 {
+		return pickOne(0, len(s.Pools[0].Addrs), k, out)
+	}
 	var used [MaxAnswers]int // picks so far per pool, for the first pools
 	var usedMore []int
-	count := func(p int) int {
-		if p < MaxAnswers {
-			return used[p]
-		}
-		return usedMore[p-MaxAnswers]
-	}
 	if len(s.Pools) > MaxAnswers {
 		usedMore = make([]int, len(s.Pools)-MaxAnswers)
 	}
-	for range k {
-		// Weighted draw among pools not exhausted.
-		var total uint64
-		for i := range s.Pools {
-			if count(i) < len(s.Pools[i].Addrs) {
-				total += s.Pools[i].Weight
-			}
+	count := func(p int) *int {
+		if p < MaxAnswers {
+			return &used[p]
 		}
+		return &usedMore[p-MaxAnswers]
+	}
+	var total uint64
+	for i := range s.Pools {
+		total += s.Pools[i].Weight
+	}
+	for range k {
+		// Weighted draw among pools not exhausted (total counts only those).
 		r := rand.Uint64N(total)
 		p := 0
 		for i := range s.Pools {
-			if count(i) >= len(s.Pools[i].Addrs) {
+			if *count(i) >= len(s.Pools[i].Addrs) {
 				continue
 			}
-			w := s.Pools[i].Weight
-			if r < w {
-				p = i
-				break
+			if w := s.Pools[i].Weight; r >= w {
+				r -= w
+				continue
 			}
-			r -= w
+			p = i
+			break
 		}
-		// The idx-th unpicked address of pool p: sort the indices picked
-		// from p so far and step over them.
-		var taken [MaxAnswers]int
-		nt := 0
-		for _, c := range out[base:] {
-			if c.Pool == p {
-				taken[nt] = c.Index
-				nt++
-			}
-		}
-		slices.Sort(taken[:nt])
-		idx := rand.IntN(len(s.Pools[p].Addrs) - nt)
-		for _, t := range taken[:nt] {
-			if t <= idx {
-				idx++
-			}
-		}
-		out = append(out, Choice{Pool: p, Index: idx})
-		if p < MaxAnswers {
-			used[p]++
-		} else {
-			usedMore[p-MaxAnswers]++
+		n := len(s.Pools[p].Addrs)
+		nt := *count(p)
+		out = append(out, Choice{Pool: p, Index: unpicked(p, n, nt, out[base:])})
+		*count(p) = nt + 1
+		if nt+1 == n {
+			total -= s.Pools[p].Weight
 		}
 	}
 	return out
+}
+
+// pickOne picks k distinct addresses of a set's only pool p of n.
+func pickOne(p, n, k int, out []Choice) []Choice {
+	base := len(out)
+	for i := range k {
+		out = append(out, Choice{Pool: p, Index: unpicked(p, n, i, out[base:len(out)])})
+	}
+	return out
+}
+
+// unpicked returns a uniformly chosen index of pool p (of n addresses)
+// that picked (holding nt choices of p) does not hold yet.
+func unpicked(p, n, nt int, picked []Choice) int {
+	if nt < n/2 {
+		// Mostly free: draw until the index is new (expected < 2 draws).
+		for {
+			idx := rand.IntN(n)
+			dup := false
+			for _, c := range picked {
+				if c.Pool == p && c.Index == idx {
+					dup = true
+					break
+				}
+			}
+			if !dup {
+				return idx
+			}
+		}
+	}
+	// Mostly taken: the idx-th free index, stepping over the taken ones
+	// in ascending order.
+	var taken [MaxAnswers]int
+	m := 0
+	for _, c := range picked {
+		if c.Pool == p {
+			taken[m] = c.Index
+			m++
+		}
+	}
+	slices.Sort(taken[:m])
+	idx := rand.IntN(n - m)
+	for _, t := range taken[:m] {
+		if t <= idx {
+			idx++
+		}
+	}
+	return idx
 }
 
 // ShardKey is the fixed SipHash key of rendezvous hashing. It must never
