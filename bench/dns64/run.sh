@@ -185,9 +185,9 @@ fi
 measure rate dns64 "$DNS64_PORT" "$DNS64_PID" -Q "$RATE"
 if [ -n "${PERF_PID:-}" ]; then
 	wait "$PERF_PID" || true
-	echo "  dns64 profile at $RATE q/s (PROFILE=1), top symbols:"
-	perf report -i "$W/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
-		grep -E '^ +[0-9.]+%' | head -15 | sed 's/^/   /'
+	echo "  dns64 profile at $RATE q/s (PROFILE=1; sampling inflates the CPU share above), top symbols:"
+	{ perf report -i "$W/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
+		grep -E '^ +[0-9.]+%' | head -15 | sed 's/^/   /'; } || true
 fi
 measure rate unbound "$UNBOUND_PORT" "$UNBOUND_PID" -Q "$RATE"
 ratio rate
