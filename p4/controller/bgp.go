@@ -99,9 +99,8 @@ func (c *Controller) watchBGP(ctx context.Context) error {
 			{Type: api.WatchEventRequest_Table_Filter_ADJIN, Init: true},
 		}},
 	}, func(r *api.WatchEventResponse) {
-		if p := r.GetPeer(); p != nil {
-			st := p.GetPeer().GetState()
-			c.log.Info("bgp peer", "peer", st.GetNeighborAddress(), "state", st.GetSessionState().String())
+		if p := r.GetPeer().GetPeer(); p != nil && p.GetConf().GetNeighborAddress() != "" {
+			c.log.Info("bgp peer", "peer", p.GetConf().GetNeighborAddress(), "state", p.GetState().GetSessionState().String())
 		}
 		select {
 		case c.bgpKick <- struct{}{}:

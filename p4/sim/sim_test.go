@@ -409,3 +409,17 @@ func FuzzProcess(f *testing.F) {
 		}
 	})
 }
+
+func dialDevice(addr string, id uint64) (*client.Client, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, addr, id, 0, 1)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.WaitPrimary(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}

@@ -1,0 +1,135 @@
+package sim
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	p4v1 "github.com/p4lang/p4runtime/go/p4/v1"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/v6pod/v6pod/p4"
+)
+
+// inNetns runs setup on a thread moved into a new network namespace; the
+// namespace lives on as long as the sockets setup opened.
+func inNetns(t *testing.T, setup func() error) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with this goroutine
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errc <- err
+			return
+		}
+		errc <- setup()
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func vethPair(a, b string) error {
+	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: a}, PeerName: b}); err != nil {
+		return err
+	}
+	for _, n := range []string{a, b} {
+		l, err := netlink.LinkByName(n)
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// programmed returns a simulator with access.p4 and one EIP whose whole
+// table (size 3) points at port 2.
+func programmed(t *testing.T, mac [6]byte) *Sim {
+	s := New()
+	info, _ := p4.P4Info()
+	pi, err := checkPipeline(&p4v1.ForwardingPipelineConfig{P4Info: info})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.install(&p4v1.ForwardingPipelineConfig{P4Info: info}, pi, false)
+	ce, _ := pi.canonicalEntry(eipEntry(eip, 1, 3, 0), true)
+	s.tables[p4.TableEIPToVIP][key(ce.Match)] = ce
+	for slot := range uint32(3) {
+		ce, _ := pi.canonicalEntry(slotEntry(1, slot, mac, 2), true)
+		s.tables[p4.TableMaglev][key(ce.Match)] = ce
+	}
+	return s
+}
+
+// TestPortsForward sends a frame into port 1 of a simulator attached to
+// veth interfaces and receives it, rewritten, from port 2.
+func TestPortsForward(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespace, AF_PACKET)")
+	}
+	mac := [6]byte{2, 0xaa, 0, 0, 0, 2}
+	s := programmed(t, mac)
+	var ports *Ports
+	var h1, h2 *os.File
+	inNetns(t, func() error {
+		if err := vethPair("sw1", "h1"); err != nil {
+			return err
+		}
+		if err := vethPair("sw2", "h2"); err != nil {
+			return err
+		}
+		var err error
+		if ports, err = OpenPorts(map[uint32]string{1: "sw1", 2: "sw2"}); err != nil {
+			return err
+		}
+		if h1, err = openRaw("h1"); err != nil {
+			return err
+		}
+		h2, err = openRaw("h2")
+		return err
+	})
+	defer h1.Close()
+	defer h2.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ports.Run(ctx, s) }()
+
+	f := frame(client6, eip, 40000, 443, 0x10)
+	var got []byte
+	deadline := time.Now().Add(10 * time.Second)
+	buf := make([]byte, 2048)
+	for got == nil && time.Now().Before(deadline) {
+		if _, err := h1.Write(f); err != nil {
+			t.Fatal(err)
+		}
+		h2.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		for {
+			n, err := h2.Read(buf)
+			if err != nil {
+				break
+			}
+			if n == len(f) && bytes.Equal(buf[:6], mac[:]) && bytes.Equal(buf[6:n], f[6:]) {
+				got = buf[:n]
+				break
+			}
+		}
+	}
+	if got == nil {
+		t.Fatalf("no forwarded frame on port 2; stats %+v", ports.Stats())
+	}
+	st := ports.Stats()
+	if st.Sent == 0 || st.Verdicts["forwarded"] == 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
