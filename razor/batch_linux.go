@@ -36,7 +36,7 @@ type udpBatcher struct {
 	names       [udpBatch][unix.SizeofSockaddrInet6]byte
 	inBuf       [udpBatch][udpInSize]byte
 	outBuf      [udpBatch][udpOutSize]byte
-	outNameLens [udpBatch]uint32
+	ctrl        [udpBatch][128]byte
 }
 
 func (s *Server) serveUDPBatch(c *net.UDPConn) bool {
@@ -44,8 +44,25 @@ func (s *Server) serveUDPBatch(c *net.UDPConn) bool {
 	if err != nil {
 		return false
 	}
+	// On a wildcard address, ask for each datagram's destination
+	// (IP_PKTINFO, IPV6_PKTINFO) and hand it back when sending, so the
+	// answer leaves from the address the query went to.
+	pktinfo := false
+	if la, ok := c.LocalAddr().(*net.UDPAddr); ok && la.IP.IsUnspecified() {
+		_ = rc.Control(func(fd uintptr) {
+			if la.IP.To4() != nil {
+				pktinfo = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1) == nil
+			} else {
+				pktinfo = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1) == nil
+				_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
+			}
+		})
+	}
 	b := new(udpBatcher)
 	for i := range udpBatch {
+		if pktinfo {
+			b.in[i].hdr.Control = &b.ctrl[i][0]
+		}
 		b.inIov[i].Base = &b.inBuf[i][0]
 		b.inIov[i].SetLen(udpInSize)
 		b.in[i].hdr.Iov = &b.inIov[i]
@@ -62,6 +79,9 @@ func (s *Server) serveUDPBatch(c *net.UDPConn) bool {
 			for i := range udpBatch {
 				b.in[i].hdr.Namelen = unix.SizeofSockaddrInet6
 				b.in[i].hdr.Flags = 0
+				if pktinfo {
+					b.in[i].hdr.SetControllen(len(b.ctrl[i]))
+				}
 			}
 			r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.in[0])), udpBatch,
 				unix.MSG_DONTWAIT, 0, 0)
@@ -103,6 +123,12 @@ func (s *Server) serveUDPBatch(c *net.UDPConn) bool {
 			b.outIov[k].SetLen(len(out))
 			b.out[k].hdr.Name = &b.names[i][0]
 			b.out[k].hdr.Namelen = h.hdr.Namelen
+			b.out[k].hdr.Control = nil
+			b.out[k].hdr.SetControllen(0)
+			if pktinfo && h.hdr.Controllen > 0 {
+				b.out[k].hdr.Control = &b.ctrl[i][0]
+				b.out[k].hdr.SetControllen(int(h.hdr.Controllen))
+			}
 			k++
 		}
 		for sent := 0; sent < k; {

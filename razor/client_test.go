@@ -102,3 +102,18 @@ func TestIPv6Listener(t *testing.T) {
 		}
 	}
 }
+
+// On a wildcard address razor answers from the address the query went
+// to (IP_PKTINFO): a client asking 127.0.0.2 accepts only an answer from
+// 127.0.0.2.
+func TestWildcardListenerSourceAddress(t *testing.T) {
+	s, _ := testServer(t, "", func(c *Config) { c.Listen = []string{"0.0.0.0:0"} })
+	bin := testsvc.Require(t, "kdig")
+	port := strconv.Itoa(int(s.UDPAddrs()[0].Port()))
+	for _, dst := range []string{"127.0.0.1", "127.0.0.2"} {
+		out, err := exec.Command(bin, "-p", port, "@"+dst, "+short", "+notcp", "+timeout=2", "+retry=0", "ns1.v6pod.test", "A").CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != "127.0.0.1" {
+			t.Fatalf("@%s: %v\n%s", dst, err, out)
+		}
+	}
+}
