@@ -30,13 +30,13 @@ type mmsghdr struct {
 }
 
 type udpBatcher struct {
-	in, out     [udpBatch]mmsghdr
-	inIov       [udpBatch]unix.Iovec
-	outIov      [udpBatch]unix.Iovec
-	names       [udpBatch][unix.SizeofSockaddrInet6]byte
-	inBuf       [udpBatch][udpInSize]byte
-	outBuf      [udpBatch][udpOutSize]byte
-	ctrl        [udpBatch][128]byte
+	in, out [udpBatch]mmsghdr
+	inIov   [udpBatch]unix.Iovec
+	outIov  [udpBatch]unix.Iovec
+	names   [udpBatch][unix.SizeofSockaddrInet6]byte
+	inBuf   [udpBatch][udpInSize]byte
+	outBuf  [udpBatch][udpOutSize]byte
+	ctrl    [udpBatch][128]byte
 }
 
 func (s *Server) serveUDPBatch(c *net.UDPConn) bool {
