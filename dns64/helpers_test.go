@@ -284,7 +284,7 @@ func testConfig(upstreams ...string) Config {
 	return Config{
 		Listen:          "127.0.0.1:0",
 		Upstreams:       upstreams,
-		UpstreamTimeout: 300 * time.Millisecond,
+		UpstreamTimeout: 2 * time.Second,
 		UpstreamBackoff: time.Minute,
 	}
 }

@@ -63,7 +63,7 @@ func TestFailoverTimeoutThenBackoff(t *testing.T) {
 	dead := startBlackhole(t)
 	good := startUpstream(t)
 	cfg := noCache(testConfig(dead.addr, good.addr))
-	cfg.UpstreamTimeout = 150 * time.Millisecond
+	cfg.UpstreamTimeout = 500 * time.Millisecond
 	s := startServer(t, cfg)
 
 	for i := range 6 {
@@ -93,7 +93,7 @@ func TestFailoverUpstreamDies(t *testing.T) {
 	first := startUpstream(t)
 	second := startUpstream(t)
 	cfg := noCache(testConfig(first.addr, second.addr))
-	cfg.UpstreamTimeout = 200 * time.Millisecond
+	cfg.UpstreamTimeout = time.Second
 	s := startServer(t, cfg)
 
 	ask(t, s.Addr(), "v4only.test.", dns.TypeAAAA, qopt{})
