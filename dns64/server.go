@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -254,8 +255,15 @@ func acceptQuery(dh dns.Header) dns.MsgAcceptAction {
 	return dns.MsgAccept
 }
 
-// ServeDNS answers one query.
+// ServeDNS answers one query. A panic is logged and answered with
+// SERVFAIL rather than ending the process.
 func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("dns64: panic serving query", "panic", p, "stack", string(debug.Stack()))
+			s.writeError(w, r, dns.RcodeServerFailure, nil)
+		}
+	}()
 	tcp := false
 	if ra := w.RemoteAddr(); ra != nil {
 		_, tcp = ra.(*net.TCPAddr)
@@ -359,7 +367,12 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		s.writeError(w, r, dns.RcodeServerFailure, opt)
 		return
 	}
-	s.writeEntry(w, r, e, s.now(), opt != nil, maxSize)
+	end := s.now()
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("resolved", "qname", q.Name, "qtype", dns.TypeToString[q.Qtype], "do", do, "cd", cd,
+			"rcode", dns.RcodeToString[int(e.wire[3]&0xF)], "client", w.RemoteAddr().String(), "took", end.Sub(now))
+	}
+	s.writeEntry(w, r, e, end, opt != nil, maxSize)
 }
 
 // resolve finds the canonical answer to one question.
