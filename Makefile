@@ -39,6 +39,7 @@ bench: deps build
 	./scripts/bench.sh
 
 run: build
+	./scripts/deps.sh --packages-only
 	./scripts/run.sh
 
 clean:

@@ -5,6 +5,7 @@
 # - Debian packages, installed behind a policy-rc.d that keeps their daemons
 #   from starting (knot, nsd, unbound, nginx, haproxy, redis, bird would
 #   otherwise fight over ports; tests start what they need themselves).
+#   --packages-only stops there (what `make run` needs).
 # - The Consul binary, built from the Go module proxy into a cache folder
 #   outside the repository (V6POD_CACHE, default ~/.cache/v6pod) and reused.
 set -euo pipefail
@@ -75,7 +76,16 @@ build_consul() {
   say "consul: built into $CONSUL_BIN"
 }
 
+packages_only=0
+for arg in "$@"; do
+  case $arg in
+    --packages-only) packages_only=1 ;;
+    *) die "unknown argument $arg (want --packages-only)" ;;
+  esac
+done
+
 install_packages
+[ $packages_only -eq 1 ] && { say "done (packages only)"; exit 0; }
 build_consul
 # Tests find consul through V6POD_CONSUL or PATH; make both work.
 if [ "$(id -u)" -eq 0 ] && [ ! -e /usr/local/bin/consul ]; then
