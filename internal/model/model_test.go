@@ -109,3 +109,18 @@ func TestCloneIsDeep(t *testing.T) {
 		t.Error("Clone shares memory with the original")
 	}
 }
+
+// The pod `make run` starts is valid as shipped.
+func TestExamplePodParses(t *testing.T) {
+	b, err := os.ReadFile("../../examples/pods.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := ParseYAML("examples/pods.yaml", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Pools) == 0 || len(d.Routes) == 0 || len(d.Apps) == 0 {
+		t.Errorf("example pod is missing pools, routes or apps: %+v", d)
+	}
+}
