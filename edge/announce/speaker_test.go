@@ -585,3 +585,49 @@ func opsRun(t *testing.T, args ...string) string {
 	}
 	return out.String()
 }
+
+// Two ToRs (BIRD and gobgpd) at once: both hold the routes; one restarts
+// and learns them again when its session comes back; Shutdown's 65535:0
+// and withdrawal reach both.
+func TestTwoPeersAndPeerRestart(t *testing.T) {
+	t.Parallel()
+	birdAddr, edgeAddr := loopPair()
+	gobgpAddr := strings.TrimSuffix(birdAddr, ".2") + ".4"
+	bird := testsvc.StartBIRD(t, testsvc.BGPPeerConfig{LocalAddr: birdAddr, ASN: torASN, HoldTime: 3,
+		Neighbors: []testsvc.BGPNeighbor{{Addr: edgeAddr, ASN: edgeASN, Passive: true}}})
+	gobgp := testsvc.StartGoBGPD(t, testsvc.BGPPeerConfig{LocalAddr: gobgpAddr, ASN: torASN + 1, HoldTime: 3,
+		Neighbors: []testsvc.BGPNeighbor{{Addr: edgeAddr, ASN: edgeASN, Passive: true}}})
+	cfg := baseConfig(birdAddr, bird.Port(), edgeAddr)
+	p2 := cfg.Peers[0]
+	p2.Address, p2.ASN, p2.Port = gobgpAddr, torASN+1, gobgp.Port()
+	cfg.Peers = append(cfg.Peers, p2)
+	s := run(t, cfg)
+	for _, tor := range []*testsvc.BGPPeer{bird, gobgp} {
+		tor.WaitEstablished(t, edgeAddr, 15*time.Second)
+		waitFor(t, tor, 10*time.Second, "all routes", allThere)
+	}
+	t0 := time.Now()
+	gobgp.Restart()
+	t.Logf("gobgpd restarted in %s", time.Since(t0).Round(time.Millisecond))
+	gobgp.WaitEstablished(t, edgeAddr, 15*time.Second)
+	waitFor(t, gobgp, 10*time.Second, "all routes after the restart", allThere)
+	t.Logf("routes back %s after the restart began", time.Since(t0).Round(time.Millisecond))
+
+	done := make(chan error, 1)
+	go func() { done <- s.Shutdown(context.Background()) }()
+	for _, tor := range []*testsvc.BGPPeer{bird, gobgp} {
+		waitFor(t, tor, 2*time.Second, "65535:0", func(m map[netip.Prefix]testsvc.Route) bool {
+			return allThere(m) && gshut(m[netip.MustParsePrefix(vip4)])
+		})
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for _, tor := range []*testsvc.BGPPeer{bird, gobgp} {
+		waitFor(t, tor, 2*time.Second, "withdrawn", func(m map[netip.Prefix]testsvc.Route) bool { return len(m) == 0 })
+	}
+	st := s.Status()
+	if len(st.Peers) != 2 || st.Peers[1].Established < 2 {
+		t.Errorf("status peers: %+v", st.Peers)
+	}
+}
