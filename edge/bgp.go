@@ -111,7 +111,7 @@ func NewWithBGP(cfg Config, bgp *announce.Config, log *slog.Logger, opts ...Opti
 	if err != nil {
 		return nil, nil, err
 	}
-	srv, err := New(cfg, append(opts, a.Option())...)
+	srv, err := New(cfg, append(append([]Option(nil), opts...), a.Option())...)
 	if err != nil {
 		a.sp.Close()
 		return nil, nil, err
