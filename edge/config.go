@@ -149,6 +149,9 @@ type Upstream struct {
 	ResponseTimeout time.Duration `yaml:"response_timeout"`
 	IdleConns       int           `yaml:"idle_conns"`
 	IdleTimeout     time.Duration `yaml:"idle_timeout"`
+	// StdlibOnly sends every request through net/http.Transport; by
+	// default requests without a body take the leaner edge/h1 transport.
+	StdlibOnly bool `yaml:"stdlib_only"`
 }
 
 // SetDefaults fills unset fields.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/v6pod/v6pod/edge/balance"
+	"github.com/v6pod/v6pod/edge/h1"
 	"github.com/v6pod/v6pod/edge/proxyproto"
 )
 
@@ -61,6 +62,7 @@ type transport struct {
 	s      *Server
 	pooled *http.Transport // keep-alive connections
 	pp     *http.Transport // PROXY v2: one connection per request
+	fast   *h1.Transport   // requests without a body (see package h1)
 }
 
 func (s *Server) newTransport() *transport {
@@ -101,6 +103,21 @@ func (s *Server) newTransport() *transport {
 		}
 	}
 	t.pooled, t.pp = mk(false), mk(true)
+	if !s.cfg.Upstream.StdlibOnly {
+		d := &net.Dialer{Timeout: s.cfg.Upstream.ConnectTimeout, KeepAlive: 30 * time.Second}
+		t.fast = &h1.Transport{
+			Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+				c, err := d.DialContext(ctx, "tcp", addr)
+				if err != nil {
+					return nil, &connectError{err}
+				}
+				return c, nil
+			},
+			MaxIdlePerHost:        s.cfg.Upstream.IdleConns,
+			IdleTimeout:           s.cfg.Upstream.IdleTimeout,
+			ResponseHeaderTimeout: s.cfg.Upstream.ResponseTimeout,
+		}
+	}
 	return t
 }
 
@@ -108,9 +125,11 @@ func (s *Server) newTransport() *transport {
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	st := req.Context().Value(ctxKey{}).(*reqState)
 	m := t.s.metrics
-	base := t.pooled
+	var base http.RoundTripper = t.pooled
 	if st.policy.ProxyProtocol {
 		base = t.pp
+	} else if t.fast != nil && h1.CanHandle(req) {
+		base = t.fast
 	}
 	var tried []*balance.Upstream
 	idem := isIdempotent(req)

@@ -314,6 +314,9 @@ func (s *Server) drain(cancelSrv context.CancelFunc) {
 	}
 	wg.Wait()
 	s.transport.pooled.CloseIdleConnections()
+	if s.transport.fast != nil {
+		s.transport.fast.CloseIdleConnections()
+	}
 	s.log.Info("edge: drained")
 }
 

@@ -1,0 +1,279 @@
+// Package h1 is a small HTTP/1.1 client transport for proxying requests
+// without a body: the request is written and the response read by the
+// calling goroutine over a keep-alive connection of a per-address pool, with
+// none of net/http.Transport's per-connection reader and writer goroutines
+// and their hand-offs. Everything else (bodies, upgrades) belongs to
+// net/http.Transport; CanHandle says which is which.
+package h1
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Transport is an http.RoundTripper for requests CanHandle accepts.
+type Transport struct {
+	// Dial opens a connection to addr (host:port).
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// MaxIdlePerHost bounds the idle connections kept per address.
+	MaxIdlePerHost int
+	// IdleTimeout closes connections idle for longer.
+	IdleTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for the response head (0: none).
+	ResponseHeaderTimeout time.Duration
+
+	pools sync.Map // addr → *pool
+}
+
+// CanHandle reports whether RoundTrip can carry req: HTTP/1.x semantics,
+// no request body, no protocol upgrade.
+func CanHandle(req *http.Request) bool {
+	if req.Body != nil && req.Body != http.NoBody || req.ContentLength > 0 {
+		return false
+	}
+	if _, ok := req.Header["Upgrade"]; ok {
+		return false
+	}
+	return req.URL.Scheme == "http"
+}
+
+type pool struct {
+	mu   sync.Mutex
+	idle []*conn
+}
+
+type conn struct {
+	nc       net.Conn
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	idleFrom time.Time
+}
+
+func (t *Transport) pool(addr string) *pool {
+	if p, ok := t.pools.Load(addr); ok {
+		return p.(*pool)
+	}
+	p, _ := t.pools.LoadOrStore(addr, &pool{})
+	return p.(*pool)
+}
+
+func (t *Transport) get(p *pool) *conn {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for n := len(p.idle); n > 0; n = len(p.idle) {
+		c := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		if t.IdleTimeout > 0 && now.Sub(c.idleFrom) > t.IdleTimeout {
+			c.nc.Close()
+			continue
+		}
+		return c
+	}
+	return nil
+}
+
+func (t *Transport) put(p *pool, c *conn) {
+	c.idleFrom = time.Now()
+	p.mu.Lock()
+	if len(p.idle) < max(t.MaxIdlePerHost, 1) {
+		p.idle = append(p.idle, c)
+		c = nil
+	}
+	p.mu.Unlock()
+	if c != nil {
+		c.nc.Close()
+	}
+}
+
+// CloseIdleConnections closes every idle connection.
+func (t *Transport) CloseIdleConnections() {
+	t.pools.Range(func(_, v any) bool {
+		p := v.(*pool)
+		p.mu.Lock()
+		for _, c := range p.idle {
+			c.nc.Close()
+		}
+		p.idle = nil
+		p.mu.Unlock()
+		return true
+	})
+}
+
+// errStale marks a failure on a reused connection before any byte of the
+// answer arrived: the upstream had closed it; a fresh one may be tried.
+type errStale struct{ err error }
+
+func (e *errStale) Error() string { return "h1: reused connection failed: " + e.err.Error() }
+func (e *errStale) Unwrap() error { return e.err }
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// RoundTrip implements http.RoundTripper for requests CanHandle accepts.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !CanHandle(req) {
+		return nil, errors.New("h1: request not supported (body or upgrade)")
+	}
+	addr := req.URL.Host
+	p := t.pool(addr)
+	for attempt := 0; ; attempt++ {
+		c := t.get(p)
+		reused := c != nil
+		if c == nil {
+			nc, err := t.Dial(req.Context(), addr)
+			if err != nil {
+				return nil, err
+			}
+			c = &conn{nc: nc, br: bufio.NewReaderSize(nc, 4096), bw: bufio.NewWriterSize(nc, 4096)}
+		}
+		resp, err := t.roundTrip(p, c, req)
+		if err == nil {
+			return resp, nil
+		}
+		c.nc.Close()
+		var st *errStale
+		if reused && errors.As(err, &st) && attempt < 3 && req.Context().Err() == nil {
+			continue
+		}
+		return nil, err
+	}
+}
+
+func (t *Transport) roundTrip(p *pool, c *conn, req *http.Request) (*http.Response, error) {
+	var fired atomic.Bool
+	stop := context.AfterFunc(req.Context(), func() {
+		fired.Store(true)
+		c.nc.SetDeadline(aLongTimeAgo)
+	})
+	fail := func(err error) (*http.Response, error) {
+		stop()
+		if fired.Load() {
+			return nil, req.Context().Err()
+		}
+		return nil, err
+	}
+	if err := writeRequest(c.bw, req); err != nil {
+		return fail(&errStale{err})
+	}
+	if t.ResponseHeaderTimeout > 0 {
+		c.nc.SetReadDeadline(time.Now().Add(t.ResponseHeaderTimeout))
+	}
+	if _, err := c.br.Peek(1); err != nil {
+		return fail(&errStale{err})
+	}
+	var resp *http.Response
+	for {
+		var err error
+		resp, err = http.ReadResponse(c.br, req)
+		if err != nil {
+			return fail(err)
+		}
+		if resp.StatusCode >= 200 || resp.StatusCode == 101 {
+			break
+		}
+		// 1xx (103 Early Hints...): not forwarded by this transport.
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	if resp.StatusCode == 101 {
+		stop()
+		return nil, errors.New("h1: unexpected 101 for a request without Upgrade")
+	}
+	if t.ResponseHeaderTimeout > 0 {
+		c.nc.SetReadDeadline(time.Time{})
+	}
+	b := &body{rc: resp.Body, t: t, p: p, c: c, stop: stop, fired: &fired,
+		reuse: !resp.Close && !req.Close}
+	if resp.Body == http.NoBody {
+		b.eof = true
+	}
+	resp.Body = b
+	return resp, nil
+}
+
+// writeRequest writes the request head (no body) and flushes.
+func writeRequest(bw *bufio.Writer, req *http.Request) error {
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	if strings.ContainsAny(host, "\r\n") {
+		return fmt.Errorf("h1: bad Host %q", host)
+	}
+	bw.WriteString(req.Method)
+	bw.WriteByte(' ')
+	bw.WriteString(req.URL.RequestURI())
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(host)
+	bw.WriteString("\r\n")
+	for k, vs := range req.Header {
+		if k == "Host" || k == "Content-Length" || k == "Transfer-Encoding" {
+			continue
+		}
+		for _, v := range vs {
+			if v == "" && k == "User-Agent" {
+				continue
+			}
+			bw.WriteString(k)
+			bw.WriteString(": ")
+			if strings.ContainsAny(v, "\r\n") {
+				v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+			}
+			bw.WriteString(v)
+			bw.WriteString("\r\n")
+		}
+	}
+	if req.Close {
+		bw.WriteString("Connection: close\r\n")
+	}
+	bw.WriteString("\r\n")
+	return bw.Flush()
+}
+
+// body returns the connection to the pool once the answer was read to the
+// end; otherwise the connection is closed.
+type body struct {
+	rc     io.ReadCloser
+	t      *Transport
+	p      *pool
+	c      *conn
+	stop   func() bool
+	fired  *atomic.Bool
+	eof    bool
+	reuse  bool
+	closed bool
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
+}
+
+func (b *body) Close() error {
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	stopped := b.stop()
+	if b.eof && b.reuse && stopped && !b.fired.Load() {
+		b.rc.Close()
+		b.t.put(b.p, b.c)
+		return nil
+	}
+	b.c.nc.Close() // first, so that closing the body does not drain it
+	b.rc.Close()
+	return nil
+}

@@ -1,0 +1,133 @@
+package h1
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func newTransport() *Transport {
+	return &Transport{
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", addr)
+		},
+		MaxIdlePerHost: 4,
+		IdleTimeout:    time.Minute,
+	}
+}
+
+func do(t *testing.T, tr *Transport, method, url string, hdr http.Header) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, nil)
+	if hdr != nil {
+		req.Header = hdr
+	}
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp, string(b)
+}
+
+func TestKeepAliveReusesOneConnection(t *testing.T) {
+	var conns atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %s %s", r.Method, r.URL.RequestURI(), r.Header.Get("X-A"))
+	}))
+	srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	tr := newTransport()
+	for i := range 10 {
+		resp, body := do(t, tr, "GET", srv.URL+fmt.Sprintf("/p?i=%d", i), http.Header{"X-A": {"v"}})
+		if resp.StatusCode != 200 || body != fmt.Sprintf("GET /p?i=%d v", i) {
+			t.Fatalf("%d %q", resp.StatusCode, body)
+		}
+	}
+	if resp, body := do(t, tr, "HEAD", srv.URL+"/", nil); resp.StatusCode != 200 || body != "" {
+		t.Fatalf("HEAD: %d %q", resp.StatusCode, body)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("%d connections for 11 sequential requests, want 1", n)
+	}
+}
+
+func TestChunkedAndCloseResponses(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/close" {
+			w.Header().Set("Connection", "close")
+		}
+		for i := range 3 {
+			fmt.Fprintf(w, "chunk%d;", i)
+			w.(http.Flusher).Flush()
+		}
+	}))
+	defer srv.Close()
+	tr := newTransport()
+	for _, p := range []string{"/", "/close", "/"} {
+		if _, body := do(t, tr, "GET", srv.URL+p, nil); body != "chunk0;chunk1;chunk2;" {
+			t.Fatalf("%s: %q", p, body)
+		}
+	}
+}
+
+// An upstream that closes idle connections: the stale connection is
+// replaced without an error.
+func TestStaleConnectionIsRetried(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	srv.Config.IdleTimeout = 50 * time.Millisecond
+	srv.Start()
+	defer srv.Close()
+	tr := newTransport()
+	for range 3 {
+		if _, body := do(t, tr, "GET", srv.URL, nil); body != "ok" {
+			t.Fatal(body)
+		}
+		time.Sleep(150 * time.Millisecond) // the server closes the idle connection
+	}
+}
+
+func TestContextCancelUnblocks(t *testing.T) {
+	block := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-block }))
+	defer srv.Close()
+	defer close(block)
+	tr := newTransport()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL, nil)
+	start := time.Now()
+	_, err := tr.RoundTrip(req)
+	if err == nil || time.Since(start) > 5*time.Second {
+		t.Fatalf("err %v after %v", err, time.Since(start))
+	}
+}
+
+func TestCanHandle(t *testing.T) {
+	get, _ := http.NewRequest("GET", "http://x/", nil)
+	post, _ := http.NewRequest("POST", "http://x/", strings.NewReader("b"))
+	up, _ := http.NewRequest("GET", "http://x/", nil)
+	up.Header.Set("Upgrade", "websocket")
+	if !CanHandle(get) || CanHandle(post) || CanHandle(up) {
+		t.Fatal("CanHandle")
+	}
+}
