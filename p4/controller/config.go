@@ -41,6 +41,9 @@ type DeviceConfig struct {
 	Timeout        time.Duration `yaml:"timeout"`
 	BackoffMin     time.Duration `yaml:"backoff_min"`
 	BackoffMax     time.Duration `yaml:"backoff_max"`
+	// Resync recomputes the desired state this often even without BGP
+	// events (neighbour table changes); only differences are written.
+	Resync time.Duration `yaml:"resync"`
 }
 
 // BGPConfig is the embedded speaker NAT64 servers peer with.
@@ -93,8 +96,8 @@ type EIPConfig struct {
 	dst  netip.Addr // <prefix>::<EIP>
 }
 
-// ServerConfig resolves a NAT64 server's next hop to its MAC and the
-// switch port it hangs off.
+// ServerConfig resolves a NAT64 server's next hop to its MAC (MAC empty:
+// from the kernel's neighbour table) and the switch port it hangs off.
 type ServerConfig struct {
 	NextHop string `yaml:"next_hop"`
 	MAC     string `yaml:"mac"`
@@ -156,6 +159,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Device.BackoffMax == 0 {
 		c.Device.BackoffMax = 10 * time.Second
+	}
+	if c.Device.Resync == 0 {
+		c.Device.Resync = 10 * time.Second
 	}
 	if c.BGP.Listen == "" {
 		c.BGP.Listen = DefaultBGPListen
@@ -322,11 +328,13 @@ func (c *Config) Validate() error {
 		}
 		nhs[a] = true
 		s.nh = a
-		hw, err := net.ParseMAC(s.MAC)
-		if err != nil || len(hw) != 6 {
-			return fmt.Errorf("servers[%d] %s: mac %q: want a 6-byte MAC", i, a, s.MAC)
+		if s.MAC != "" { // empty: the kernel's neighbour table
+			hw, err := net.ParseMAC(s.MAC)
+			if err != nil || len(hw) != 6 {
+				return fmt.Errorf("servers[%d] %s: mac %q: want a 6-byte MAC", i, a, s.MAC)
+			}
+			copy(s.mac[:], hw)
 		}
-		copy(s.mac[:], hw)
 		if s.Port >= 512 {
 			return fmt.Errorf("servers[%d] %s: port %d does not fit 9 bits", i, a, s.Port)
 		}

@@ -41,7 +41,7 @@ func TestREADMEExample(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Device.BatchSize != 1000 || c.BGP.Listen != "127.0.0.1:1790" || len(c.VIPs) != 1 || c.VIPs[0].TableSize != 65537 ||
-		len(c.Servers) != 2 || c.Servers[1].mac != [6]byte{2, 0, 0, 0, 0, 3} || c.EIPs[0].dst.String() != "64:ff9b::c000:201" ||
+		len(c.Servers) != 2 || c.Servers[0].mac != [6]byte{2, 0, 0, 0, 0, 2} || c.Servers[1].MAC != "" || c.Device.Resync != 10*time.Second || c.EIPs[0].dst.String() != "64:ff9b::c000:201" ||
 		c.Device.BackoffMin != 100*time.Millisecond || c.BGP.ConvergeTime != 10*time.Second {
 		t.Fatalf("README example decoded wrong: %+v", c)
 	}

@@ -55,7 +55,10 @@ type Controller struct {
 	election uint64
 	started  time.Time
 
-	converged bool // owned by the device loop
+	converged  bool // owned by the device loop
+	neigh      NeighborFunc
+	macs       map[netip.Addr][6]byte // last MAC resolved per next hop; device loop only
+	unresolved map[netip.Addr]string  // next hops ignored at the last computation
 }
 
 // Status is a snapshot for tests and operators.
@@ -79,6 +82,8 @@ func New(cfg Config, opts ...Option) (*Controller, error) {
 		kick:    make(chan struct{}, 1),
 		tables:  map[uint16]cachedTable{},
 		routes:  map[netip.Addr][]netip.Addr{},
+		neigh:   kernelNeighbor,
+		macs:    map[netip.Addr][6]byte{},
 	}
 	for _, o := range opts {
 		o(c)
@@ -349,6 +354,8 @@ func (c *Controller) session(ctx context.Context, healthy func()) error {
 			c.mu.Unlock()
 		}
 	}
+	resync := time.NewTicker(c.cfg.Device.Resync)
+	defer resync.Stop()
 	for {
 		if err := c.sync(ctx, cl, installed); err != nil {
 			return err
@@ -360,6 +367,7 @@ func (c *Controller) session(ctx context.Context, healthy func()) error {
 		case <-cl.Done():
 			return fmt.Errorf("stream: %w", cl.Err())
 		case <-c.kick:
+		case <-resync.C:
 		}
 	}
 }

@@ -13,7 +13,7 @@ type metrics struct {
 	writeErrors  prometheus.Counter
 	reconciles   prometheus.Counter
 	pipelineSets prometheus.Counter
-	unresolved   prometheus.Counter
+	unresolved   prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -60,9 +60,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "p4access_pipeline_sets_total",
 			Help: "SetForwardingPipelineConfig calls (device ran no or another program).",
 		}),
-		unresolved: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "p4access_unresolved_next_hops_total",
-			Help: "Announced next hops without a MAC in servers (ignored).",
+		unresolved: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "p4access_unresolved_next_hops",
+			Help: "Announced next hops ignored: not in servers, or no MAC known yet.",
 		}),
 	}
 	reg.MustRegister(m.slotsChanged, m.writeLatency, m.connected, m.primary, m.vips, m.servers,

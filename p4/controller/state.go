@@ -290,6 +290,17 @@ func (c *Controller) desiredState(routes map[netip.Addr][]netip.Addr) (*state, m
 	}
 	vips := map[string]*VIPConfig{}
 	current := map[string][]string{}
+	macs := map[netip.Addr][6]byte{}
+	unresolved := map[netip.Addr]string{}
+	defer func() {
+		for nh, why := range unresolved {
+			if _, logged := c.unresolved[nh]; !logged {
+				c.log.Warn("next hop ignored", "next_hop", nh, "why", why)
+			}
+		}
+		c.unresolved = unresolved
+		c.m.unresolved.Set(float64(len(unresolved)))
+	}()
 	for i := range c.cfg.VIPs {
 		v := &c.cfg.VIPs[i]
 		vips[v.Name] = v
@@ -300,11 +311,17 @@ func (c *Controller) desiredState(routes map[netip.Addr][]netip.Addr) (*state, m
 				continue
 			}
 			seen[nh] = true
-			if servers[nh] == nil {
-				c.m.unresolved.Inc()
-				c.log.Warn("next hop has no MAC: add it to servers", "vip", v.Name, "next_hop", nh)
+			sc := servers[nh]
+			if sc == nil {
+				unresolved[nh] = "is not in servers"
 				continue
 			}
+			mac, ok := c.resolve(sc)
+			if !ok {
+				unresolved[nh] = "has no MAC in the neighbour table yet"
+				continue
+			}
+			macs[nh] = mac
 			bs = append(bs, maglev.Backend{Name: nh.String()})
 		}
 		sort.Slice(bs, func(i, j int) bool { return bs[i].Name < bs[j].Name })
@@ -321,8 +338,8 @@ func (c *Controller) desiredState(routes map[netip.Addr][]netip.Addr) (*state, m
 		slots := make(map[uint32]target, t.Size())
 		srv := make([]target, len(t.Backends()))
 		for i, b := range t.Backends() {
-			sc := servers[netip.MustParseAddr(b.Name)]
-			srv[i] = target{mac: sc.mac, port: sc.Port}
+			nh := netip.MustParseAddr(b.Name)
+			srv[i] = target{mac: macs[nh], port: servers[nh].Port}
 		}
 		for i, s := range t.Slots() {
 			slots[uint32(i)] = srv[s]

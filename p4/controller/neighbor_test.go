@@ -1,0 +1,96 @@
+package controller
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+func TestServerMACFromNeighbors(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, "127.0.0.1:1", freePort(t, "127.0.0.1"), 2)
+	cfg.Servers[1].MAC = "" // 2001:db8:64::3 from the neighbour table
+	known := true
+	c, err := New(cfg, WithNeighbors(func(nh netip.Addr) ([6]byte, bool) {
+		if nh == netip.MustParseAddr("2001:db8:64::3") && known {
+			return [6]byte{0xaa, 0, 0, 0, 0, 3}, true
+		}
+		return [6]byte{}, false
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vip := netip.MustParseAddr(testVIP)
+	routes := map[netip.Addr][]netip.Addr{vip: {netip.MustParseAddr("2001:db8:64::2"), netip.MustParseAddr("2001:db8:64::3"), netip.MustParseAddr("2001:db8:64::9")}}
+	check := func() {
+		t.Helper()
+		st, cur, err := c.desiredState(routes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(cur["cluster-a"]) != 2 {
+			t.Fatalf("servers %v: the unknown next hop must be ignored", cur)
+		}
+		seen := map[[6]byte]bool{}
+		for _, tg := range st.maglev[1] {
+			seen[tg.mac] = true
+		}
+		if !seen[[6]byte{0xaa, 0, 0, 0, 0, 3}] || !seen[serverMAC(2)] || len(seen) != 2 {
+			t.Fatalf("MACs in the table: %v", seen)
+		}
+		if v := metric(t, c.Registry(), "p4access_unresolved_next_hops"); v != 1 {
+			t.Fatalf("unresolved = %v", v)
+		}
+	}
+	check()
+	known = false // the kernel entry expired: the last MAC stays
+	check()
+}
+
+// TestKernelNeighbor reads a permanent neighbour entry from the kernel, in
+// a namespace of its own.
+func TestKernelNeighbor(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespace)")
+	}
+	type result struct {
+		mac       [6]byte
+		ok, other bool
+		err       error
+	}
+	res := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the namespace
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			res <- result{err: err}
+			return
+		}
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "nat64x"}, PeerName: "nat64y"}); err != nil {
+			res <- result{err: err}
+			return
+		}
+		l, _ := netlink.LinkByName("nat64x")
+		netlink.LinkSetUp(l)
+		hw, _ := net.ParseMAC("02:64:00:00:00:07")
+		if err := netlink.NeighAdd(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: unix.AF_INET6, State: netlink.NUD_PERMANENT,
+			IP: net.ParseIP("2001:db8:64::7"), HardwareAddr: hw}); err != nil {
+			res <- result{err: err}
+			return
+		}
+		mac, ok := kernelNeighbor(netip.MustParseAddr("2001:db8:64::7"))
+		_, other := kernelNeighbor(netip.MustParseAddr("2001:db8:64::8"))
+		res <- result{mac: mac, ok: ok, other: other}
+	}()
+	r := <-res
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if !r.ok || r.mac != [6]byte{2, 0x64, 0, 0, 0, 7} || r.other {
+		t.Fatalf("lookup: %x %v, unknown found %v", r.mac, r.ok, r.other)
+	}
+}
