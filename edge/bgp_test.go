@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -244,5 +245,27 @@ func TestNewAnnouncerChecksDrainTimeout(t *testing.T) {
 	_, err := NewAnnouncer(bgp, Config{Node: "n1", Listen: []Listener{{Addr: "[::]:80"}}}, nil)
 	if err == nil {
 		t.Fatal("a graceful_shutdown_wait longer than drain.timeout was accepted")
+	}
+}
+
+// NewWithBGP is Main's wiring: without a bgp section it is New and Run;
+// a bad section fails before any socket opens.
+func TestNewWithBGP(t *testing.T) {
+	_, url := filePath(t)
+	cfg := Config{Source: url, Node: "n1", Listen: []Listener{{Addr: "[::1]:0"}}}
+	srv, run, err := NewWithBGP(cfg, nil, nil)
+	if err != nil || srv == nil || run == nil {
+		t.Fatalf("NewWithBGP without bgp: %v", err)
+	}
+	bad := announce.Config{LocalASN: 65010, RouterID: "not-an-ip"}
+	if _, _, err := NewWithBGP(cfg, &bad, nil); err == nil || !strings.Contains(err.Error(), "router_id") {
+		t.Fatalf("bad bgp section: %v", err)
+	}
+	good := announce.Config{LocalASN: 65010, RouterID: "192.0.2.1",
+		Peers:    []announce.PeerConfig{{Address: "127.0.0.2", ASN: 65000}},
+		Announce: announce.AnnounceConfig{VIPs: []announce.PrefixConfig{{Prefix: "::1"}}}}
+	srv, run, err = NewWithBGP(cfg, &good, nil)
+	if err != nil || srv == nil || run == nil {
+		t.Fatalf("NewWithBGP with bgp: %v", err)
 	}
 }
