@@ -6,6 +6,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/miekg/dns"
 
 	"github.com/v6pod/v6pod/internal/testsvc"
 )
@@ -115,5 +118,32 @@ func TestWildcardListenerSourceAddress(t *testing.T) {
 		if err != nil || strings.TrimSpace(string(out)) != "127.0.0.1" {
 			t.Fatalf("@%s: %v\n%s", dst, err, out)
 		}
+	}
+}
+
+// A smaller real-socket check of the weighted shares: 500 queries over
+// UDP from a real client (miekg/dns), each pool's share of the records
+// within 10% of its weight's share (ams 300 : fra 100 in pods.yaml).
+func TestRealClientPoolShares(t *testing.T) {
+	s, _ := testServer(t, "")
+	c := &dns.Client{Net: "udp", Timeout: 2 * time.Second}
+	addr := s.UDPAddrs()[0].String()
+	ams, total := 0, 0
+	for range 500 {
+		r, _, err := c.Exchange(newQuery("route.v6pod.test", dns.TypeAAAA), addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range addrsOf(r.Answer) {
+			total++
+			if strings.HasPrefix(a.String(), "2001:db8:1::") {
+				ams++
+			}
+		}
+	}
+	// Without replacement, 7 ams and 4 fra addresses, 4 records: the
+	// exact expectation is a little under 0.75; allow 10% around 0.75.
+	if share := float64(ams) / float64(total); share < 0.675 || share > 0.825 || total != 2000 {
+		t.Fatalf("ams share %.3f of %d records, want 0.75 ±10%%", share, total)
 	}
 }

@@ -84,8 +84,9 @@ func (s *Server) serviceID() string {
 	return fmt.Sprintf("v6pod-razor-%s-%d", host, port)
 }
 
-// register puts razor in the catalog as v6pod-razor with a TCP check on its
-// first listener, keeps it there (an agent restart forgets it), and takes
+// register puts razor in the catalog as v6pod-razor with an HTTP check of
+// /readyz on the metrics listener when there is one, else a TCP check on
+// its first DNS listener, keeps it there (an agent restart forgets it), and takes
 // it out on shutdown.
 func (s *Server) register(ctx context.Context) {
 	addrs := s.TCPAddrs()
@@ -101,6 +102,13 @@ func (s *Server) register(ctx context.Context) {
 			Name: "razor DNS over TCP", TCP: a.String(),
 			Interval: "10s", Timeout: "2s", DeregisterCriticalServiceAfter: "10m",
 		},
+	}
+	if m := s.MetricsAddr(); m != "" {
+		// With an HTTP listener, check /readyz like the edges do.
+		reg.Check = &api.AgentServiceCheck{
+			Name: "razor /readyz", HTTP: "http://" + m + "/readyz",
+			Interval: "10s", Timeout: "2s", DeregisterCriticalServiceAfter: "10m",
+		}
 	}
 	registered := false
 	for {

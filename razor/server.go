@@ -296,6 +296,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if s.st != nil {
 		goBG("store watch", s.watchStore)
+		goBG("staleness", s.warnStale)
 	}
 	if s.consul != nil && *s.cfg.Consul.Health {
 		goBG("edge health", s.watchEdges)
@@ -310,6 +311,14 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.metricsLn != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+			select {
+			case <-s.ready:
+				_, _ = io.WriteString(w, "ready\n")
+			default:
+				http.Error(w, "waiting for the store", http.StatusServiceUnavailable)
+			}
+		})
 		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = hs.Serve(s.metricsLn) }()
 	}
@@ -592,6 +601,24 @@ func (s *Server) watchStore(ctx context.Context) {
 		s.m.storeErrors.Inc()
 		s.storeBad.Store(true)
 		s.log.Warn("store watch ended; restarting", "store", s.st.String(), "err", err)
+	}
+}
+
+// warnStale logs, every MaxStaleness, while the store has been failing
+// for longer than MaxStaleness (razor keeps answering from the last data).
+func (s *Server) warnStale(ctx context.Context) {
+	t := time.NewTicker(s.cfg.MaxStaleness)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if age := s.storeAge(); age > s.cfg.MaxStaleness.Seconds() {
+				s.log.Warn("store data is stale; still answering from it", "store", s.st.String(),
+					"age", time.Duration(age*float64(time.Second)).Round(time.Second))
+			}
+		}
 	}
 }
 
