@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 )
 
 // The UDP side is served by our own read loops rather than dns.Server:
@@ -65,11 +63,17 @@ func (u *udpServer) shutdown(deadline time.Time) {
 	u.conn.Close()
 }
 
-// batchConn reads and writes several datagrams per system call
-// (recvmmsg/sendmmsg on Linux, one at a time elsewhere).
+// batchConn reads and writes several datagrams per system call.
 type batchConn interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
-	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+	readBatch(ms []udpMsg) (int, error)
+	writeBatch(ms []udpMsg) (int, error)
+}
+
+// udpMsg is one datagram of a batch.
+type udpMsg struct {
+	buf  []byte
+	n    int
+	addr netip.AddrPort
 }
 
 const (
@@ -77,26 +81,20 @@ const (
 	udpBufLen = 4096 // longer queries are cut, fail to unpack: FORMERR
 )
 
-func (u *udpServer) batchConn() batchConn {
-	if a, ok := u.conn.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() != nil {
-		return ipv4.NewPacketConn(u.conn)
-	}
-	return ipv6.NewPacketConn(u.conn)
-}
-
 func (u *udpServer) read() error {
-	bc := u.batchConn()
-	in := make([]ipv4.Message, udpBatch)
-	out := make([]ipv4.Message, udpBatch)
-	outBufs := make([][]byte, udpBatch)
+	bc, err := newBatchConn(u.conn, udpBatch)
+	if err != nil {
+		return err
+	}
+	in := make([]udpMsg, udpBatch)
+	out := make([]udpMsg, udpBatch)
 	for i := range in {
-		in[i].Buffers = [][]byte{make([]byte, udpBufLen)}
-		outBufs[i] = make([]byte, 0, 1500)
-		out[i].Buffers = [][]byte{nil}
+		in[i].buf = make([]byte, udpBufLen)
+		out[i].buf = make([]byte, 0, 1500)
 	}
 	var kb [maxKeyLen]byte
 	for {
-		n, err := bc.ReadBatch(in, 0)
+		n, err := bc.readBatch(in)
 		if err != nil {
 			if u.stopping.Load() || errors.Is(err, net.ErrClosed) {
 				return nil
@@ -111,16 +109,15 @@ func (u *udpServer) read() error {
 		}
 		k := 0
 		for i := range n {
-			pkt := in[i].Buffers[0][:in[i].N]
-			from, _ := in[i].Addr.(*net.UDPAddr)
-			if from == nil {
+			pkt := in[i].buf[:in[i].n]
+			from := in[i].addr
+			if !from.IsValid() {
 				continue
 			}
 			if u.s.cache != nil {
-				if ans, ok := u.fast(pkt, outBufs[k][:0], kb[:0]); ok {
-					outBufs[k] = ans
-					out[k].Buffers[0] = ans
-					out[k].Addr = from
+				if ans, ok := u.fast(pkt, out[k].buf[:0], kb[:0]); ok {
+					out[k].buf = ans
+					out[k].addr = from
 					k++
 					continue
 				}
@@ -131,7 +128,6 @@ func (u *udpServer) read() error {
 			}
 			cp := make([]byte, len(pkt))
 			copy(cp, pkt)
-			to := from.AddrPort()
 			u.slowCount.Add(1)
 			u.inflight.Add(1)
 			go func() {
@@ -142,11 +138,11 @@ func (u *udpServer) read() error {
 						u.s.log.Error("dns64: panic serving query", "panic", p)
 					}
 				}()
-				u.slow(cp, to)
+				u.slow(cp, from)
 			}()
 		}
 		for sent := 0; sent < k; {
-			m, err := bc.WriteBatch(out[sent:k], 0)
+			m, err := bc.writeBatch(out[sent:k])
 			if err != nil {
 				u.s.log.Debug("dns64: udp write", "err", err)
 				m = max(m, 1) // skip the datagram that failed
