@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"strconv"
 	"time"
@@ -27,6 +28,10 @@ type Config struct {
 	EIPs        []EIPConfig    `yaml:"eips"`
 	Servers     []ServerConfig `yaml:"servers"`
 	Metrics     string         `yaml:"metrics"`
+	// EIPSource adds EIPs from Consul KV: consul://host:port/prefix, keys
+	// <prefix>/nat64/eips/<EIP> holding a VIP name (or a JSON object with
+	// vip, syn_rate, syn_burst, index). Config EIPs win.
+	EIPSource string `yaml:"eip_source"`
 
 	prefix netip.Prefix
 }
@@ -314,6 +319,12 @@ func (c *Config) Validate() error {
 		idx[*e.Index] = true
 		if e.SYNRate < 0 || e.SYNBurst < 0 {
 			return fmt.Errorf("eips[%d] %s: negative syn_rate or syn_burst", i, a)
+		}
+	}
+	if c.EIPSource != "" {
+		u, err := url.Parse(c.EIPSource)
+		if err != nil || u.Scheme != "consul" || u.Host == "" {
+			return fmt.Errorf("eip_source %q: want consul://host:port/prefix", c.EIPSource)
 		}
 	}
 	nhs := map[netip.Addr]bool{}

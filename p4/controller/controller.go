@@ -59,6 +59,9 @@ type Controller struct {
 	neigh      NeighborFunc
 	macs       map[netip.Addr][6]byte // last MAC resolved per next hop; device loop only
 	unresolved map[netip.Addr]string  // next hops ignored at the last computation
+
+	dynEIPs    []EIPConfig // from eip_source; under mu
+	eipsLoaded bool        // eip_source read at least once (or none configured); under mu
 }
 
 // Status is a snapshot for tests and operators.
@@ -170,6 +173,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.election = id
 	c.status.ElectionID = id
 	c.started = time.Now()
+	c.eipsLoaded = c.cfg.EIPSource == ""
 	c.mu.Unlock()
 	if err := c.startBGP(ctx); err != nil {
 		return err
@@ -180,6 +184,13 @@ func (c *Controller) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
+	if c.cfg.EIPSource != "" {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.guard("consul eips", func() { c.watchConsulEIPs(ctx) })
+		}()
+	}
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
@@ -395,11 +406,23 @@ func (c *Controller) readBack(ctx context.Context, cl *client.Client) (*state, e
 // the caller reconnects and reads back.
 func (c *Controller) sync(ctx context.Context, cl *client.Client, installed *state) error {
 	c.mu.Lock()
-	routes := c.routes
+	routes, dyn, loaded := c.routes, c.dynEIPs, c.eipsLoaded
 	c.mu.Unlock()
-	desired, current, err := c.desiredState(routes)
+	desired, current, err := c.desiredState(routes, dyn)
 	if err != nil {
 		return err
+	}
+	if !loaded {
+		// The Consul EIPs are not known yet: keep what the device has
+		// rather than delete EIPs that may still be wanted.
+		for k, v := range installed.eips {
+			if _, ok := desired.eips[k]; !ok {
+				desired.eips[k] = v
+				if m, ok := installed.meters[int64(v.index)]; ok {
+					desired.meters[int64(v.index)] = m
+				}
+			}
+		}
 	}
 	p := diff(installed, desired)
 	if p.updates() > 0 {

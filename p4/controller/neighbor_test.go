@@ -29,7 +29,7 @@ func TestServerMACFromNeighbors(t *testing.T) {
 	routes := map[netip.Addr][]netip.Addr{vip: {netip.MustParseAddr("2001:db8:64::2"), netip.MustParseAddr("2001:db8:64::3"), netip.MustParseAddr("2001:db8:64::9")}}
 	check := func() {
 		t.Helper()
-		st, cur, err := c.desiredState(routes)
+		st, cur, err := c.desiredState(routes, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

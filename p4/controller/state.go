@@ -282,7 +282,7 @@ func (st *state) apply(desired *state) {
 
 // desiredState computes the forwarding state from the configuration and
 // each VIP's current next hops. tables caches Maglev builds by VIP.
-func (c *Controller) desiredState(routes map[netip.Addr][]netip.Addr) (*state, map[string][]string, error) {
+func (c *Controller) desiredState(routes map[netip.Addr][]netip.Addr, dynEIPs []EIPConfig) (*state, map[string][]string, error) {
 	st := newState()
 	servers := map[netip.Addr]*ServerConfig{}
 	for i := range c.cfg.Servers {
@@ -346,7 +346,7 @@ func (c *Controller) desiredState(routes map[netip.Addr][]netip.Addr) (*state, m
 		}
 		st.maglev[v.ID] = slots
 	}
-	for _, e := range c.cfg.EIPs {
+	for _, e := range append(c.cfg.EIPs[:len(c.cfg.EIPs):len(c.cfg.EIPs)], dynEIPs...) {
 		v := vips[e.VIP]
 		st.eips[e.dst] = eipVal{vip: v.ID, size: uint32(v.TableSize), index: uint16(*e.Index)}
 		st.meters[int64(*e.Index)] = meterVal{cir: e.SYNRate, cburst: e.SYNBurst, pir: e.SYNRate, pburst: e.SYNBurst}
