@@ -46,13 +46,25 @@ func HostName(h string) string {
 	if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
 		h = h[1 : len(h)-1]
 	}
-	h = strings.TrimSuffix(h, ".")
+	h = strings.TrimRight(h, ".")
 	for i := 0; i < len(h); i++ {
 		if c := h[i]; c >= 'A' && c <= 'Z' {
-			return strings.ToLower(h)
+			return asciiLower(h)
 		}
 	}
 	return h
+}
+
+// asciiLower lowers A-Z only: host names are ASCII (IDNs arrive as
+// punycode), and other bytes must pass through unchanged.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 // App returns the app serving host (already in HostName form): the exact

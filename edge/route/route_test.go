@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/v6pod/v6pod/edge/balance"
@@ -128,6 +129,34 @@ func BenchmarkLookup(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			tb.Lookup("x.wild.test")
+		}
+	})
+}
+
+// FuzzHostName feeds untrusted Host headers through the lookup.
+func FuzzHostName(f *testing.F) {
+	tb := New(nil)
+	tb.SetHost("www.shop.test", "shop")
+	tb.SetHost("*.blog.test", "blog")
+	for _, s := range []string{"www.shop.test", "WWW.SHOP.TEST:443", "[2001:db8::1]:80", "a.b.blog.test.", "", ":", "[", "]", "..", ".blog.test", "*.blog.test", "\xeaA" /* crasher: ToLower grew invalid UTF-8 */} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, h string) {
+		n := HostName(h)
+		if len(n) > len(h) {
+			t.Fatalf("HostName(%q) = %q grew", h, n)
+		}
+		for i := 0; i < len(n); i++ {
+			if c := n[i]; c >= 'A' && c <= 'Z' {
+				t.Fatalf("HostName(%q) = %q has upper case", h, n)
+			}
+		}
+		app, ok := tb.App(n)
+		if ok && app != "shop" && app != "blog" {
+			t.Fatalf("App(%q) = %q", n, app)
+		}
+		if HostName(n) != n && !strings.Contains(n, ":") {
+			t.Fatalf("HostName is not idempotent on %q: %q", n, HostName(n))
 		}
 	})
 }
