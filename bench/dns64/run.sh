@@ -11,12 +11,16 @@
 # at different loads), and at one fixed offered rate both sustain (RATE),
 # which compares the CPU cost per query at equal load.
 #
-#   bench/dns64/run.sh      # DUR=10 s per run, NAMES=1000, RATE=20000
+# The machine is shared and noisy: the runs alternate between the servers
+# for ROUNDS rounds and the summary takes the median of each.
+#
+#   bench/dns64/run.sh      # DUR=6 s per run, ROUNDS=3, NAMES=1000, RATE=20000
 #   PROFILE=1 bench/dns64/run.sh   # also perf-record dns64 in the fixed-rate run
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-DUR=${DUR:-10}
+DUR=${DUR:-6}
+ROUNDS=${ROUNDS:-3}
 RATE=${RATE:-20000}
 NAMES=${NAMES:-1000}
 CLIENT_CPU=${CLIENT_CPU:-0}
@@ -157,12 +161,19 @@ measure() {
 		share = (c1 - c0) / tck / (t1 - t0)
 		printf "  %-8s qps %9.0f   server CPU %5.1f%% of a core   qps/core %9.0f   lost %s\n", n, q, share * 100, q / share, lost
 		print q / share > "/dev/stderr"
-	}' 2>"$W/$label-$name.perf"
+	}' 2>>"$W/$label-$name.perf"
 }
 
-ratio() { # label
-	awk -v a="$(cat "$W/$1-dns64.perf")" -v b="$(cat "$W/$1-unbound.perf")" 'BEGIN {
-		printf "  ratio dns64/unbound (qps per server core): %.2f\n", a / b
+median() { # file of numbers
+	sort -g "$1" | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+ratio() { # label description
+	local a b
+	a=$(median "$W/$1-dns64.perf")
+	b=$(median "$W/$1-unbound.perf")
+	awk -v a="$a" -v b="$b" -v d="$2" 'BEGIN {
+		printf "%-34s dns64 %9.0f   unbound %9.0f   ratio %.2f\n", d, a, b, a / b
 	}'
 }
 
@@ -171,23 +182,27 @@ for p in "$DNS64_PORT" "$UNBOUND_PORT"; do
 	taskset -c "$CLIENT_CPU" dnsperf -s 127.0.0.1 -p "$p" -d "$W/queries.txt" -n 2 -q 50 >/dev/null 2>&1
 done
 
-echo "dnsperf: $DUR s per run, $NAMES names (80% v4-only AAAA -> synthesized, 20% dual-stack AAAA), warm cache;"
+echo "dnsperf: $DUR s per run, $ROUNDS rounds, $NAMES names (80% v4-only AAAA -> synthesized, 20% dual-stack AAAA), warm cache;"
 echo "dnsperf on CPU $CLIENT_CPU, server on CPU $SERVER_CPU; load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "as fast as dnsperf goes:"
-measure max dns64 "$DNS64_PORT" "$DNS64_PID"
-measure max unbound "$UNBOUND_PORT" "$UNBOUND_PID"
-ratio max
-echo "at the same offered load, $RATE queries/s:"
-if [ -n "${PROFILE:-}" ] && command -v perf >/dev/null; then
-	perf record -F 2000 -g -p "$DNS64_PID" -o "$W/perf.data" -- sleep "$DUR" >/dev/null 2>&1 &
-	PERF_PID=$!
-fi
-measure rate dns64 "$DNS64_PORT" "$DNS64_PID" -Q "$RATE"
-if [ -n "${PERF_PID:-}" ]; then
-	wait "$PERF_PID" || true
-	echo "  dns64 profile at $RATE q/s (PROFILE=1; sampling inflates the CPU share above), top symbols:"
-	{ perf report -i "$W/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
-		grep -E '^ +[0-9.]+%' | head -15 | sed 's/^/   /'; } || true
-fi
-measure rate unbound "$UNBOUND_PORT" "$UNBOUND_PID" -Q "$RATE"
-ratio rate
+for round in $(seq 1 "$ROUNDS"); do
+	echo "round $round/$ROUNDS, as fast as dnsperf goes:"
+	measure max dns64 "$DNS64_PORT" "$DNS64_PID"
+	measure max unbound "$UNBOUND_PORT" "$UNBOUND_PID"
+	echo "round $round/$ROUNDS, both offered $RATE queries/s:"
+	if [ "$round" = 1 ] && [ -n "${PROFILE:-}" ] && command -v perf >/dev/null; then
+		perf record -F 2000 -g -p "$DNS64_PID" -o "$W/perf.data" -- sleep "$DUR" >/dev/null 2>&1 &
+		PERF_PID=$!
+	fi
+	measure rate dns64 "$DNS64_PORT" "$DNS64_PID" -Q "$RATE"
+	if [ -n "${PERF_PID:-}" ]; then
+		wait "$PERF_PID" || true
+		PERF_PID=
+		echo "  dns64 profile at $RATE q/s (PROFILE=1; sampling inflates the CPU share above), top symbols:"
+		{ perf report -i "$W/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
+			grep -E '^ +[0-9.]+%' | head -15 | sed 's/^/   /'; } || true
+	fi
+	measure rate unbound "$UNBOUND_PORT" "$UNBOUND_PID" -Q "$RATE"
+done
+echo "median qps per server core over $ROUNDS rounds:"
+ratio max "  as fast as dnsperf goes:"
+ratio rate "  at $RATE queries/s offered:"
