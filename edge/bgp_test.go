@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -267,5 +268,82 @@ func TestNewWithBGP(t *testing.T) {
 	srv, run, err = NewWithBGP(cfg, &good, nil)
 	if err != nil || srv == nil || run == nil {
 		t.Fatalf("NewWithBGP with bgp: %v", err)
+	}
+}
+
+// The edge command with a bgp: section: --check validates it (an unknown
+// key names its line), and a run announces the VIP, and on SIGTERM (ctx,
+// as cmd/edge's signal.NotifyContext) goes 65535:0 → withdrawn → exit 0.
+func TestMainWithBGPSection(t *testing.T) {
+	t.Parallel()
+	n := bgpNet()
+	torAddr, edgeAddr := n+"2", n+"3"
+	up := startUpstream(t, "a", nil)
+	path, url := filePath(t)
+	writePods(t, path, map[string]string{"h.test": "app"}, map[string][]*upstream{"app": {up}})
+	conf := func(port int, extra string) string {
+		return fmt.Sprintf(`node: main-bgp
+listen:
+  - addr: "%s10:0"
+source: %s
+bgp:
+  local_asn: 65010
+  router_id: 192.0.2.10
+  peers:
+    - address: %s
+      asn: 65000
+      port: %d
+      local_address: %s
+      hold_time: 3s
+      connect_retry: 1s
+  announce:
+    vips: [%s10]
+    next_hop_v4: 198.51.100.3
+  graceful_shutdown_wait: 1s
+  health_interval: 100ms
+%s`, n, url, torAddr, port, edgeAddr, n, extra)
+	}
+	dir := t.TempDir()
+	mainRun := func(ctx context.Context, args ...string) (int, string) {
+		var out, errb strings.Builder
+		code := Main(ctx, args, &out, &errb)
+		return code, out.String() + errb.String()
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte(conf(1179, "  bogus: 1\n")), 0o644)
+	if code, out := mainRun(context.Background(), "--config", bad, "--check"); code != 2 || !strings.Contains(out, "line 20: field bogus") {
+		t.Errorf("bad bgp key: exit %d: %s", code, out)
+	}
+
+	tor := testsvc.StartGoBGPD(t, testsvc.BGPPeerConfig{LocalAddr: torAddr, ASN: 65000, HoldTime: 3,
+		Neighbors: []testsvc.BGPNeighbor{{Addr: edgeAddr, ASN: 65010, Passive: true}}})
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, []byte(conf(tor.Port(), "")), 0o644)
+	if code, out := mainRun(context.Background(), "--config", good, "--check"); code != 0 {
+		t.Fatalf("--check: exit %d: %s", code, out)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int, 1)
+	go func() {
+		code, out := mainRun(ctx, "--config", good)
+		if code != 0 {
+			t.Logf("edge output:\n%s", out)
+		}
+		done <- code
+	}()
+	e := &bgpEdge{tor: tor, vips: []netip.Prefix{netip.MustParsePrefix(n + "10/32")}}
+	tor.WaitEstablished(t, edgeAddr, 15*time.Second)
+	e.waitTable(t, 10*time.Second, "VIP announced", func(m map[netip.Prefix][]string) bool { _, ok := m[e.vips[0]]; return ok })
+	cancel() // SIGTERM
+	e.waitTable(t, 2*time.Second, "VIP with 65535:0", func(m map[netip.Prefix][]string) bool { return gshutOn(m[e.vips[0]]) })
+	e.waitTable(t, 3*time.Second, "VIP withdrawn", func(m map[netip.Prefix][]string) bool { return len(m) == 0 })
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("edge exit %d", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("edge did not exit")
 	}
 }

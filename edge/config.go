@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/v6pod/v6pod/edge/announce"
 	"github.com/v6pod/v6pod/edge/balance"
 	"github.com/v6pod/v6pod/edge/source"
 	"github.com/v6pod/v6pod/internal/addr"
@@ -41,6 +42,9 @@ type Config struct {
 	Drain       Drain          `yaml:"drain"`
 	AccessLog   AccessLog      `yaml:"access_log"`
 	Upstream    Upstream       `yaml:"upstream"`
+	// BGP announces the VIPs while they are served (edge/announce,
+	// edge/bgp.go); none when absent.
+	BGP *announce.Config `yaml:"bgp"`
 }
 
 // Listener is one serving socket.

@@ -101,7 +101,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		h = slog.NewJSONHandler(stderr, hopts)
 	}
 	logger := slog.New(h)
-	s, err := New(cfg, WithLogger(logger), WithAccessLogger(slog.New(slog.NewJSONHandler(stdout, nil))))
+	_, run, err := NewWithBGP(cfg, cfg.BGP, logger, WithLogger(logger), WithAccessLogger(slog.New(slog.NewJSONHandler(stdout, nil))))
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 2
@@ -110,7 +110,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "edge: configuration ok")
 		return 0
 	}
-	if err := s.Run(ctx); err != nil {
+	if err := run(ctx); err != nil {
 		logger.Error("edge: stopped", "err", err)
 		return 1
 	}
