@@ -325,6 +325,10 @@ func (c *Controller) desiredState(routes map[netip.Addr][]netip.Addr, dynEIPs []
 			bs = append(bs, maglev.Backend{Name: nh.String()})
 		}
 		sort.Slice(bs, func(i, j int) bool { return bs[i].Name < bs[j].Name })
+		if uint64(len(bs)) > v.TableSize {
+			c.log.Warn("more servers than slots: using the first by address", "vip", v.Name, "servers", len(bs), "table_size", v.TableSize)
+			bs = bs[:v.TableSize]
+		}
 		for _, b := range bs {
 			current[v.Name] = append(current[v.Name], b.Name)
 		}
