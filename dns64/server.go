@@ -122,7 +122,8 @@ func (s *Server) MetricsAddr() string {
 
 // Run serves DNS over UDP and TCP on cfg.Listen, and metrics when
 // configured, until ctx ends or Close is called; then it stops accepting,
-// lets queries in flight finish (up to 5 seconds) and returns.
+// lets queries in flight finish (up to 5 seconds) and returns. A Server
+// runs once.
 func (s *Server) Run(ctx context.Context) error {
 	s.mu.Lock()
 	if s.closed {
