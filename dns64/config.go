@@ -292,6 +292,11 @@ func (c *Config) compile() (*compiled, error) {
 			bad("prefixes[%d].prefix: %v", i, err)
 			continue
 		}
+		for _, r := range out.ranges {
+			if r.v4 == v4 {
+				bad("prefixes[%d].ipv4: %s is listed twice", i, v4)
+			}
+		}
 		out.ranges = append(out.ranges, rangePrefix{v4: v4, pfx: p})
 	}
 	// Longest IPv4 range first, so the first match is the longest.

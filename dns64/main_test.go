@@ -145,6 +145,7 @@ func TestMainRejectsBadInput(t *testing.T) {
 		{"u octet set", []string{"--upstream", "127.0.0.1", "--prefix", "2001:db8:0:0:ff00::/96"}, 2, "bits 64-71"},
 		{"unknown key names its line", []string{"--config", write("a.yaml", "upstreams: [127.0.0.1]\nprefixes: []\nbogus: 1\n")}, 2, `line 3: field bogus not found`},
 		{"bad value names its key", []string{"--config", write("b.yaml", "upstreams: [127.0.0.1]\nexclude_ipv4: [\"2001:db8::/32\"]\n")}, 2, `exclude_ipv4\[0\]`},
+		{"range listed twice", []string{"--config", write("c.yaml", "upstreams: [127.0.0.1]\nprefixes:\n  - {ipv4: 10.0.0.0/8, prefix: \"2001:db8::/32\"}\n  - {ipv4: 10.0.0.0/8, prefix: \"2001:db9::/32\"}\n")}, 2, `prefixes\[1\].ipv4: 10.0.0.0/8 is listed twice`},
 		{"missing file", []string{"--config", filepath.Join(dir, "none.yaml")}, 2, "no such file"},
 		{"check only", []string{"--check", "--upstream", "127.0.0.1"}, 0, "configuration is valid"},
 		{"stray argument", []string{"--upstream", "127.0.0.1", "extra"}, 2, "unexpected argument"},
