@@ -76,7 +76,7 @@ func (s *Sim) Process(frame []byte) Result {
 	}
 	// eip_to_vip
 	var kb [3 + 16]byte
-	kb[1] = byte(p4.FieldEIPDst)
+	kb[0], kb[1] = byte(p4.FieldEIPDst>>8), byte(p4.FieldEIPDst)
 	c := p4.Canonical(dst[:])
 	kb[2] = byte(len(c))
 	n := copy(kb[3:], c)
@@ -133,11 +133,23 @@ func (s *Sim) Process(frame []byte) Result {
 	return r
 }
 
+// maglevKey is key() of the maglev entry (vip, slot), built without
+// allocating protobufs.
 func maglevKey(vip uint16, slot uint32) string {
-	return key([]*p4v1.FieldMatch{
-		exact(p4.FieldMaglevVIP, p4.Uint(uint64(vip))),
-		exact(p4.FieldMaglevSlot, p4.Uint(uint64(slot))),
-	})
+	var b [3 + 2 + 3 + 4]byte
+	n := 0
+	put := func(id uint32, v []byte) {
+		c := p4.Canonical(v)
+		b[n], b[n+1], b[n+2] = byte(id>>8), byte(id), byte(len(c))
+		n += 3 + copy(b[n+3:], c)
+	}
+	var vb [2]byte
+	var sb [4]byte
+	binary.BigEndian.PutUint16(vb[:], vip)
+	binary.BigEndian.PutUint32(sb[:], slot)
+	put(p4.FieldMaglevVIP, vb[:])
+	put(p4.FieldMaglevSlot, sb[:])
+	return string(b[:n])
 }
 
 func exact(id uint32, v []byte) *p4v1.FieldMatch {

@@ -8,11 +8,8 @@ import (
 	"testing"
 	"time"
 
-	p4v1 "github.com/p4lang/p4runtime/go/p4/v1"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-
-	"github.com/v6pod/v6pod/p4"
 )
 
 // inNetns runs setup on a thread moved into a new network namespace; the
@@ -47,25 +44,6 @@ func vethPair(a, b string) error {
 		}
 	}
 	return nil
-}
-
-// programmed returns a simulator with access.p4 and one EIP whose whole
-// table (size 3) points at port 2.
-func programmed(t *testing.T, mac [6]byte) *Sim {
-	s := New()
-	info, _ := p4.P4Info()
-	pi, err := checkPipeline(&p4v1.ForwardingPipelineConfig{P4Info: info})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.install(&p4v1.ForwardingPipelineConfig{P4Info: info}, pi, false)
-	ce, _ := pi.canonicalEntry(eipEntry(eip, 1, 3, 0), true)
-	s.tables[p4.TableEIPToVIP][key(ce.Match)] = ce
-	for slot := range uint32(3) {
-		ce, _ := pi.canonicalEntry(slotEntry(1, slot, mac, 2), true)
-		s.tables[p4.TableMaglev][key(ce.Match)] = ce
-	}
-	return s
 }
 
 // TestPortsForward sends a frame into port 1 of a simulator attached to

@@ -423,3 +423,45 @@ func dialDevice(addr string, id uint64) (*client.Client, error) {
 	}
 	return c, nil
 }
+
+func TestMaglevKeyMatchesKey(t *testing.T) {
+	for _, tc := range []struct {
+		vip  uint16
+		slot uint32
+	}{{0, 0}, {1, 5}, {300, 65536}, {65535, 1<<32 - 1}} {
+		want := key([]*p4v1.FieldMatch{exact(p4.FieldMaglevVIP, p4.Uint(uint64(tc.vip))), exact(p4.FieldMaglevSlot, p4.Uint(uint64(tc.slot)))})
+		if got := maglevKey(tc.vip, tc.slot); got != want {
+			t.Fatalf("%v: %x, want %x", tc, got, want)
+		}
+	}
+}
+
+func BenchmarkProcess(b *testing.B) {
+	s := programmed(b, [6]byte{2})
+	f := frame(client6, eip, 40000, 443, 0x10)
+	b.ReportAllocs()
+	for b.Loop() {
+		if s.Process(f).Verdict != Forwarded {
+			b.Fatal("not forwarded")
+		}
+	}
+}
+
+// programmed returns a simulator with access.p4 and one EIP whose whole
+// table (size 3) points at port 2.
+func programmed(t testing.TB, mac [6]byte) *Sim {
+	s := New()
+	info, _ := p4.P4Info()
+	pi, err := checkPipeline(&p4v1.ForwardingPipelineConfig{P4Info: info})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.install(&p4v1.ForwardingPipelineConfig{P4Info: info}, pi, false)
+	ce, _ := pi.canonicalEntry(eipEntry(eip, 1, 3, 0), true)
+	s.tables[p4.TableEIPToVIP][key(ce.Match)] = ce
+	for slot := range uint32(3) {
+		ce, _ := pi.canonicalEntry(slotEntry(1, slot, mac, 2), true)
+		s.tables[p4.TableMaglev][key(ce.Match)] = ce
+	}
+	return s
+}
