@@ -15,6 +15,7 @@ import (
 
 // Real clients (kdig and dig) over UDP and TCP against razor on loopback.
 func TestRealClients(t *testing.T) {
+	t.Parallel()
 	s, _ := testServer(t, "")
 	addr := s.UDPAddrs()[0]
 	eligible := "203.0.113.1 203.0.113.2 203.0.113.3 203.0.113.4 203.0.113.5 203.0.113.6 203.0.113.7 " +
@@ -94,6 +95,7 @@ func TestRealClients(t *testing.T) {
 
 // IPv6 listener, when the machine has ::1.
 func TestIPv6Listener(t *testing.T) {
+	t.Parallel()
 	s, _ := testServer(t, "", func(c *Config) { c.Listen = []string{"[::1]:0", "127.0.0.1:0"} })
 	bin := testsvc.Require(t, "kdig")
 	for _, a := range s.UDPAddrs() {
@@ -110,6 +112,7 @@ func TestIPv6Listener(t *testing.T) {
 // to (IP_PKTINFO): a client asking 127.0.0.2 accepts only an answer from
 // 127.0.0.2.
 func TestWildcardListenerSourceAddress(t *testing.T) {
+	t.Parallel()
 	s, _ := testServer(t, "", func(c *Config) { c.Listen = []string{"0.0.0.0:0"} })
 	bin := testsvc.Require(t, "kdig")
 	port := strconv.Itoa(int(s.UDPAddrs()[0].Port()))
@@ -125,6 +128,7 @@ func TestWildcardListenerSourceAddress(t *testing.T) {
 // UDP from a real client (miekg/dns), each pool's share of the records
 // within 10% of its weight's share (ams 300 : fra 100 in pods.yaml).
 func TestRealClientPoolShares(t *testing.T) {
+	t.Parallel()
 	s, _ := testServer(t, "")
 	c := &dns.Client{Net: "udp", Timeout: 2 * time.Second}
 	addr := s.UDPAddrs()[0].String()

@@ -33,6 +33,7 @@ func readmeConfig(t *testing.T) []byte {
 }
 
 func TestREADMEConfigExample(t *testing.T) {
+	t.Parallel()
 	abs, _ := filepath.Abs(".")
 	cfg, err := ParseConfig(readmeConfig(t), abs)
 	if err != nil {
@@ -76,6 +77,7 @@ func TestREADMEConfigExample(t *testing.T) {
 }
 
 func TestConfigStrict(t *testing.T) {
+	t.Parallel()
 	_, err := ParseConfig([]byte("listen: [\"127.0.0.1:53\"]\nzones: []\nrrl:\n  responses_per_second: 5\n  slipp: 2\n"), "")
 	if err == nil || !strings.Contains(err.Error(), "line 5") || !strings.Contains(err.Error(), "slipp") {
 		t.Fatalf("unknown key: %v, want an error naming line 5 and the key", err)
@@ -103,6 +105,7 @@ func TestConfigStrict(t *testing.T) {
 
 // Zone files with errors are refused with the reason.
 func TestZoneFileErrors(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	for _, tc := range []struct{ zone, want string }{
 		{"@ 3600 IN NS ns.a.test.\n", "no SOA"},
@@ -122,6 +125,7 @@ func TestZoneFileErrors(t *testing.T) {
 
 // Main with the quick-start flags serves, and stops when ctx ends.
 func TestMainQuickStart(t *testing.T) {
+	t.Parallel()
 	var out, errb syncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)

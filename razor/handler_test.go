@@ -32,6 +32,7 @@ var _ dns.Handler = (*Server)(nil)
 
 // The query path behind dns.Handler, driven by a recorder as in CoreDNS.
 func TestServeDNSRecorder(t *testing.T) {
+	t.Parallel()
 	s, _ := testServer(t, "")
 	for _, remote := range []net.Addr{
 		&net.UDPAddr{IP: net.ParseIP("2001:db8::1"), Port: 5300},

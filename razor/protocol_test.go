@@ -19,6 +19,7 @@ func withEDNS(m *dns.Msg, size uint16, cookie string) *dns.Msg {
 }
 
 func TestEDNSAndTruncation(t *testing.T) {
+	t.Parallel()
 	pods := podsDoc(1, "route.v6pod.test.", 64, "none", "edge-a 100 active 64")
 	s, _ := testServer(t, pods)
 	// Without EDNS, 512 bytes: 64 AAAA records do not fit (RFC 1035 §4.2.1).
@@ -60,6 +61,7 @@ func TestEDNSAndTruncation(t *testing.T) {
 }
 
 func TestCookies(t *testing.T) {
+	t.Parallel()
 	s, _ := testServer(t, "", func(c *Config) { c.Cookies.Secret = "000102030405060708090a0b0c0d0e0f" })
 	client := "0123456789abcdef"
 	// RFC 7873 §5.2.3: a client cookie alone gets a server cookie back.
@@ -120,6 +122,7 @@ func cookieOf(r *dns.Msg) string {
 }
 
 func TestMalformedAndOddQueries(t *testing.T) {
+	t.Parallel()
 	s, _ := testServer(t, "")
 	valid, _ := newQuery("ns1.v6pod.test", dns.TypeA).Pack()
 	for _, tc := range []struct {
@@ -164,6 +167,7 @@ func TestMalformedAndOddQueries(t *testing.T) {
 func clone(b []byte) []byte { return append([]byte(nil), b...) }
 
 func TestRRL(t *testing.T) {
+	t.Parallel()
 	zero := 0
 	fixed := time.Now()
 	s, _ := testServer(t, "", func(c *Config) {

@@ -12,6 +12,7 @@ import (
 
 // SIGHUP reloads the zone files; a broken file keeps the running zones.
 func TestReloadZones(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	zf := filepath.Join(dir, "v6pod.test.zone")
 	b, _ := os.ReadFile("testdata/v6pod.test.zone")
@@ -47,6 +48,7 @@ func TestReloadZones(t *testing.T) {
 // Several queries pipelined on one TCP connection are all answered, in
 // order (RFC 7766 §6.2.1.1).
 func TestTCPPipelining(t *testing.T) {
+	t.Parallel()
 	s, _ := testServer(t, "")
 	c, err := net.DialTimeout("tcp", s.TCPAddrs()[0].String(), 5*time.Second)
 	if err != nil {

@@ -201,25 +201,18 @@ func (s *Server) listen() error {
 		if ap, err := netip.ParseAddrPort(addr); err == nil {
 			network = map[bool]string{true: "udp4", false: "udp6"}[ap.Addr().Unmap().Is4()]
 		}
-		first, err := lc.ListenPacket(context.Background(), network, addr)
-		if err != nil {
-			return fmt.Errorf("razor: listen udp %s: %w", addr, err)
-		}
-		s.udp = append(s.udp, first.(*net.UDPConn))
-		bound := first.LocalAddr().String() // the port, when addr asked for :0
-		for i := 1; i < workers; i++ {
-			c, err := lc.ListenPacket(context.Background(), network, bound)
-			if err != nil {
-				return fmt.Errorf("razor: listen udp %s: %w", bound, err)
+		_, port, _ := net.SplitHostPort(addr)
+		// With port 0 the kernel picks a UDP port, and TCP must get the
+		// same one; when another socket holds it for TCP, try again.
+		var err error
+		for attempt := 0; attempt < 20; attempt++ {
+			if err = s.listenOne(lc, network, addr, workers); err == nil || port != "0" || !errors.Is(err, syscall.EADDRINUSE) {
+				break
 			}
-			s.udp = append(s.udp, c.(*net.UDPConn))
 		}
-		tl, err := net.Listen(strings.Replace(network, "udp", "tcp", 1), bound)
 		if err != nil {
-			return fmt.Errorf("razor: listen tcp %s: %w", bound, err)
+			return err
 		}
-		s.tcp = append(s.tcp, tl.(*net.TCPListener))
-		s.log.Info("listening", "addr", bound, "udp_sockets", workers)
 	}
 	if s.cfg.Metrics != "" {
 		l, err := net.Listen("tcp", s.cfg.Metrics)
@@ -228,6 +221,39 @@ func (s *Server) listen() error {
 		}
 		s.metricsLn = l
 	}
+	return nil
+}
+
+// listenOne binds one listen address: workers UDP sockets and a TCP
+// listener on the same port. On failure it closes what it opened.
+func (s *Server) listenOne(lc net.ListenConfig, network, addr string, workers int) error {
+	var udp []*net.UDPConn
+	fail := func(err error) error {
+		for _, c := range udp {
+			c.Close()
+		}
+		return err
+	}
+	first, err := lc.ListenPacket(context.Background(), network, addr)
+	if err != nil {
+		return fmt.Errorf("razor: listen udp %s: %w", addr, err)
+	}
+	udp = append(udp, first.(*net.UDPConn))
+	bound := first.LocalAddr().String() // the port, when addr asked for :0
+	for i := 1; i < workers; i++ {
+		c, err := lc.ListenPacket(context.Background(), network, bound)
+		if err != nil {
+			return fail(fmt.Errorf("razor: listen udp %s: %w", bound, err))
+		}
+		udp = append(udp, c.(*net.UDPConn))
+	}
+	tl, err := net.Listen(strings.Replace(network, "udp", "tcp", 1), bound)
+	if err != nil {
+		return fail(fmt.Errorf("razor: listen tcp %s: %w", bound, err))
+	}
+	s.udp = append(s.udp, udp...)
+	s.tcp = append(s.tcp, tl.(*net.TCPListener))
+	s.log.Info("listening", "addr", bound, "udp_sockets", workers)
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 
 // Zone semantics, each case tied to the RFC section that decides it.
 func TestZoneSemantics(t *testing.T) {
+	t.Parallel()
 	s, _ := testServer(t, "")
 	type want struct {
 		rcode  int
@@ -124,6 +125,7 @@ func TestZoneSemantics(t *testing.T) {
 // A route answers A and AAAA with `answers` distinct addresses of its
 // active pools, also under a label and through a CNAME.
 func TestRouteAnswers(t *testing.T) {
+	t.Parallel()
 	s, _ := testServer(t, "")
 	eligible := map[netip.Addr]bool{}
 	for _, a := range strings.Fields("203.0.113.1 203.0.113.2 203.0.113.3 203.0.113.4 203.0.113.5 203.0.113.6 203.0.113.7 " +

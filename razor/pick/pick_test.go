@@ -44,7 +44,7 @@ func TestPickWeightedShares(t *testing.T) {
 		{ID: 0, Weight: 300, Addrs: addrs("192.0.2.", 20)},
 		{ID: 1, Weight: 100, Addrs: addrs("198.51.100.", 10)},
 	})
-	const rounds = 20000
+	const rounds = 40000
 	hits := map[netip.Addr]int{}
 	var out []Choice
 	for range rounds {
