@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -630,4 +631,84 @@ func TestTwoPeersAndPeerRestart(t *testing.T) {
 	if len(st.Peers) != 2 || st.Peers[1].Established < 2 {
 		t.Errorf("status peers: %+v", st.Peers)
 	}
+}
+
+// The HTTP check: 2xx passes, 503 fails; the VIP follows after rise/fall.
+func TestLocalHTTPCheck(t *testing.T) {
+	t.Parallel()
+	torAddr, edgeAddr := loopPair()
+	tor := testsvc.StartGoBGPD(t, testsvc.BGPPeerConfig{LocalAddr: torAddr, ASN: torASN, HoldTime: 3,
+		Neighbors: []testsvc.BGPNeighbor{{Addr: edgeAddr, ASN: edgeASN, Passive: true}}})
+	vipAddr := strings.TrimSuffix(edgeAddr, ".3") + ".11"
+	ln, err := net.Listen("tcp", vipAddr+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var healthy atomic.Bool
+	healthy.Store(true)
+	var sawHost atomic.Value
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sawHost.Store(r.Host + r.URL.Path)
+		if !healthy.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+		}
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	cfg := baseConfig(torAddr, tor.Port(), edgeAddr)
+	cfg.Announce.VIPs = []PrefixConfig{{Prefix: vipAddr}}
+	cfg.Announce.NodePrefix = nil
+	cfg.Check = &CheckConfig{Kind: "http", Port: ln.Addr().(*net.TCPAddr).Port, Path: "/healthz", Host: "edge.check",
+		Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond, Rise: 2, Fall: 2}
+	s := run(t, cfg)
+	tor.WaitEstablished(t, edgeAddr, 15*time.Second)
+	vip := vipAddr + "/32"
+	waitFor(t, tor, 10*time.Second, "VIP after the check passes", func(m map[netip.Prefix]testsvc.Route) bool { return has(m, vip) })
+	if got, _ := sawHost.Load().(string); got != "edge.check/healthz" {
+		t.Errorf("check request: host+path %q", got)
+	}
+	healthy.Store(false)
+	waitFor(t, tor, 3*time.Second, "VIP withdrawn on 503", func(m map[netip.Prefix]testsvc.Route) bool { return !has(m, vip) })
+	// The status records a withdrawal once it has been sent, a moment
+	// after the ToR may have applied it.
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		st := s.Status()
+		if !st.Prefixes[0].CheckOK && st.Prefixes[0].State == "withdrawn" && st.Prefixes[0].Reason == "check failing" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status: %+v", st.Prefixes[0])
+		}
+	}
+	healthy.Store(true)
+	waitFor(t, tor, 3*time.Second, "VIP back", func(m map[netip.Prefix]testsvc.Route) bool { return has(m, vip) })
+	// The metrics say so too.
+	if v := gauge(t, s, "v6pod_bgp_prefix_announced", vip); v != 1 {
+		t.Errorf("v6pod_bgp_prefix_announced{%s} = %v", vip, v)
+	}
+	if v := gauge(t, s, "v6pod_bgp_session_established", torAddr); v != 1 {
+		t.Errorf("v6pod_bgp_session_established{%s} = %v", torAddr, v)
+	}
+}
+
+// gauge reads a gauge from the speaker's registry by one label value.
+func gauge(t *testing.T, s *Speaker, name, label string) float64 {
+	t.Helper()
+	mfs, err := s.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetValue() == label {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return -1
 }
