@@ -315,10 +315,17 @@ func forwarded(st *reqState, host string) string {
 // ServeHTTP routes one request: Host → app → upstream.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	if r.Method == http.MethodConnect {
+		// The edge is a reverse proxy, not a forward one (and extended
+		// CONNECT of RFC 8441 is not offered).
+		http.Error(w, "CONNECT is not served here", http.StatusMethodNotAllowed)
+		s.done(r, "", http.StatusMethodNotAllowed, nil, start, 0)
+		return
+	}
 	app, pool, ok := s.table.Lookup(r.Host)
 	if !ok {
 		s.unknownHost(w, r)
-		s.done(r, "", http.StatusMisdirectedRequest, nil, start, 0)
+		s.done(r, "", s.cfg.UnknownHost.Status, nil, start, 0)
 		return
 	}
 	if pool == nil || pool.Len() == 0 {

@@ -2,6 +2,9 @@ package edge
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -154,5 +157,28 @@ func itoa(n int) string {
 		if n == 0 {
 			return string(b[i:])
 		}
+	}
+}
+
+func TestRedisAuthAndNoSecretInNames(t *testing.T) {
+	t.Parallel()
+	r := testsvc.StartRedis(t, testsvc.WithRedisPassword("s3cret-pw"))
+	rc := r.Client()
+	ctx := context.Background()
+	up := startUpstream(t, "a", nil)
+	rc.SAdd(ctx, "v6pod:app:shop:upstreams", up.ap.String())
+	rc.Set(ctx, "v6pod:host:www.shop.test", "shop", 0)
+	s := startEdge(t, Config{Source: r.URL(), Metrics: "[::1]:0"})
+	if code, body := get(t, newClient(), s.Addrs()[0], "www.shop.test", "/"); code != 200 || body != "a" {
+		t.Fatalf("%d %q", code, body)
+	}
+	resp, err := http.Get("http://" + s.MetricsAddr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if strings.Contains(string(b), "s3cret-pw") || strings.Contains(s.Source().String(), "s3cret-pw") {
+		t.Fatal("the Redis password shows in /metrics or the source name")
 	}
 }
