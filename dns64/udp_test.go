@@ -200,3 +200,54 @@ func TestGracefulShutdownFinishesInflight(t *testing.T) {
 		t.Errorf("in-flight query: %v", r)
 	}
 }
+
+// rawRecorder keeps the bytes ServeDNS writes.
+type rawRecorder struct {
+	recorder
+	raw []byte
+}
+
+func (r *rawRecorder) Write(b []byte) (int, error) {
+	r.raw = append([]byte(nil), b...)
+	return len(b), nil
+}
+
+func (r *rawRecorder) WriteMsg(m *dns.Msg) error {
+	b, err := m.Pack()
+	if err != nil {
+		return err
+	}
+	_, err = r.Write(b)
+	return err
+}
+
+// The wire fast path and ServeDNS give byte-identical answers to the same
+// cached question, whatever the letter case, EDNS, DO, CD and RD.
+func TestFastPathMatchesServeDNS(t *testing.T) {
+	s, conn, _ := fastPathSetup(t)
+	u := s.newUDPServer(conn)
+	for _, name := range []string{"cname.test.", "CNAME.Test.", "dual.test.", "nx.test.", "v4only.TEST."} {
+		for _, o := range []qopt{{}, {noEDNS: true}, {do: true}, {cd: true}, {do: true, cd: true}, {size: 4096}} {
+			for _, rd := range []bool{true, false} {
+				m := new(dns.Msg)
+				m.SetQuestion(name, dns.TypeAAAA)
+				m.RecursionDesired = rd
+				m.CheckingDisabled = o.cd
+				if !o.noEDNS {
+					m.SetEdns0(max(o.size, 1232), o.do)
+				}
+				s.ServeDNS(&recorder{}, m) // fill the cache
+				slow := &rawRecorder{}
+				s.ServeDNS(slow, m)
+				pkt, _ := m.Pack()
+				fast, ok := u.fast(pkt, nil, nil)
+				if !ok {
+					t.Fatalf("%s %+v rd=%v: fast path missed", name, o, rd)
+				}
+				if string(fast) != string(slow.raw) {
+					t.Errorf("%s %+v rd=%v:\nfast %x\nslow %x", name, o, rd, fast, slow.raw)
+				}
+			}
+		}
+	}
+}

@@ -273,3 +273,34 @@ func TestConfigRetriesZero(t *testing.T) {
 		t.Errorf("default retries %d", c.UpstreamRetries)
 	}
 }
+
+// pick prefers configured order, skips upstreams backing off and those
+// already tried for the query, and when all back off takes the one whose
+// backoff ends first.
+func TestPoolPick(t *testing.T) {
+	cfg := testConfig("192.0.2.1", "192.0.2.2", "192.0.2.3")
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := s.up.(*pool)
+	now := time.Unix(1_800_000_000, 0)
+	if i, _ := p.pick(0, now); i != 0 {
+		t.Errorf("fresh pool picked %d", i)
+	}
+	if i, _ := p.pick(1, now); i != 1 {
+		t.Errorf("after trying 0 picked %d", i)
+	}
+	p.ups[0].until = now.Add(time.Minute)
+	p.ups[1].until = now.Add(time.Second)
+	if i, _ := p.pick(0, now); i != 2 {
+		t.Errorf("with 0 and 1 backing off picked %d", i)
+	}
+	p.ups[2].until = now.Add(time.Hour)
+	if i, _ := p.pick(0, now); i != 1 {
+		t.Errorf("all backing off: picked %d, want the one ending first (1)", i)
+	}
+	if i, _ := p.pick(0b111, now); i != 1 {
+		t.Errorf("all tried: picked %d, want to start over", i)
+	}
+}
