@@ -60,6 +60,10 @@ type Controller struct {
 	macs       map[netip.Addr][6]byte // last MAC resolved per next hop; device loop only
 	unresolved map[netip.Addr]string  // next hops ignored at the last computation
 
+	runCancel context.CancelFunc // cancels a running Run; under mu
+	runDone   chan struct{}      // closed when Run returns; under mu
+	closed    bool               // Close was called; under mu
+
 	dynEIPs    []EIPConfig // from eip_source; under mu
 	eipsLoaded bool        // eip_source read at least once (or none configured); under mu
 }
@@ -106,6 +110,19 @@ func New(cfg Config, opts ...Option) (*Controller, error) {
 		}
 	}
 	return c, nil
+}
+
+// Close stops a running Run and waits for it to return.
+func (c *Controller) Close() error {
+	c.mu.Lock()
+	cancel, done := c.runCancel, c.runDone
+	c.closed = true
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+	return nil
 }
 
 // Registry returns the metrics registry.
@@ -163,8 +180,25 @@ func nextElectionID(path string) (uint64, error) {
 	return next, nil
 }
 
-// Run starts the BGP speaker and keeps the device in step until ctx ends.
+// Run starts the BGP speaker and keeps the device in step until ctx ends
+// or Close is called.
 func (c *Controller) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	defer close(done)
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	if c.runCancel != nil {
+		c.mu.Unlock()
+		return errors.New("p4access: Run called twice")
+	}
+	c.runCancel, c.runDone = cancel, done
+	c.mu.Unlock()
+
 	id, err := nextElectionID(c.cfg.Device.ElectionIDFile)
 	if err != nil {
 		return fmt.Errorf("p4access: %w", err)
@@ -181,8 +215,6 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer c.bgp.Stop()
 	c.log.Info("p4access running", "bgp", c.cfg.BGP.Listen, "device", c.cfg.Device.Address, "election_id", id)
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
 	if c.cfg.EIPSource != "" {
 		wg.Add(1)

@@ -143,11 +143,10 @@ func runController(t *testing.T, cfg Config) *running {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
+	go func() { done <- c.Run(context.Background()) }()
 	r := &running{c: c, stop: func() {
-		cancel()
+		c.Close()
 		select {
 		case err := <-done:
 			if err != nil {
@@ -157,7 +156,7 @@ func runController(t *testing.T, cfg Config) *running {
 			t.Error("Run did not return")
 		}
 	}}
-	t.Cleanup(func() { cancel() })
+	t.Cleanup(func() { c.Close() })
 	return r
 }
 

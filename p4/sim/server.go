@@ -35,6 +35,12 @@ func (s *Sim) Serve(lis net.Listener) error {
 	return g.Serve(lis)
 }
 
+// Close is Stop.
+func (s *Sim) Close() error {
+	s.Stop()
+	return nil
+}
+
 // Stop stops every server started by Serve, closing client streams.
 func (s *Sim) Stop() {
 	s.mu.Lock()
