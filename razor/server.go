@@ -585,10 +585,33 @@ func (s *Server) applyDoc(doc *model.Document) error {
 	return nil
 }
 
-// publish swaps in a snapshot; call with s.mu held.
+// publish swaps in a snapshot and logs pools whose health changed; call
+// with s.mu held.
 func (s *Server) publish(snap *snapshot) {
-	s.snap.Store(snap)
+	old := s.snap.Swap(snap)
+	was := map[string]bool{}
+	if old != nil {
+		for _, p := range old.pools {
+			was[p.name] = p.healthy
+		}
+	}
+	for key, rt := range snap.routes {
+		for fi, fam := range rt.fam {
+			wasOpen := false
+			if old != nil && old.routes[key] != nil {
+				wasOpen = old.routes[key].fam[fi].failOpen
+			}
+			if fam.failOpen != wasOpen {
+				s.log.Warn("route fail-open changed: no active pool is healthy", "route", rt.name,
+					"family", []string{"A", "AAAA"}[fi], "fail_open", fam.failOpen)
+			}
+		}
+	}
+	s.m.poolHealthy.Reset()
 	for _, p := range snap.pools {
+		if h, ok := was[p.name]; ok && h != p.healthy {
+			s.log.Info("pool health changed", "pool", p.name, "healthy", p.healthy)
+		}
 		v := 0.0
 		if p.healthy {
 			v = 1
