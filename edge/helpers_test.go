@@ -183,3 +183,43 @@ func (u *upstream) hitCount() int {
 	defer u.mu.Unlock()
 	return u.hits
 }
+
+// Benchmark variants of the helpers.
+
+func startUpstreamB(b *testing.B) netip.AddrPort {
+	l, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })}
+	go srv.Serve(l)
+	b.Cleanup(func() { srv.Close() })
+	return l.Addr().(*net.TCPAddr).AddrPort()
+}
+
+func filePathB(b *testing.B) (string, string) {
+	p := filepath.Join(b.TempDir(), "pods.yaml")
+	return p, "file://" + p
+}
+
+func writePodsB(b *testing.B, path string, up netip.AddrPort) {
+	doc := fmt.Sprintf("version: 1\nhosts: {www.shop.test: shop}\napps: {shop: [%q]}\n", up.String())
+	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func startEdgeB(b *testing.B, cfg Config) *Server {
+	cfg.Listen = []Listener{{Addr: "[::1]:0"}}
+	cfg.Node = "bench"
+	s, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	go s.Run(context.Background())
+	b.Cleanup(func() { s.Close() })
+	for !s.Ready() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return s
+}

@@ -227,17 +227,24 @@ func (b *rwcBody) Close() error {
 	return b.ReadWriteCloser.Close()
 }
 
-// bufPool recycles the reverse proxy's copy buffers.
+// bufPool recycles the reverse proxy's copy buffers (fixed-size arrays,
+// so that Put does not allocate).
 type bufPool struct{ p sync.Pool }
+
+const copyBufSize = 32 << 10
 
 func (b *bufPool) Get() []byte {
 	if v := b.p.Get(); v != nil {
-		return *v.(*[]byte)
+		return v.(*[copyBufSize]byte)[:]
 	}
-	return make([]byte, 32*1024)
+	return new([copyBufSize]byte)[:]
 }
 
-func (b *bufPool) Put(buf []byte) { b.p.Put(&buf) }
+func (b *bufPool) Put(buf []byte) {
+	if len(buf) == copyBufSize {
+		b.p.Put((*[copyBufSize]byte)(buf))
+	}
+}
 
 func (s *Server) newReverseProxy() *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
