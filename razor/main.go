@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 )
@@ -41,6 +42,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		logLevel      = fs.String("log-level", "info", "debug, info, warn or error")
 		logJSON       = fs.Bool("log-json", false, "log JSON instead of text")
 		check         = fs.Bool("check", false, "check the configuration, zones and store data, then exit")
+		cpuProfile    = fs.String("cpuprofile", "", "write a CPU profile to `file` until exit (benchmarks)")
 	)
 	fs.Var(&listen, "listen", "serve UDP and TCP on `host:port` (repeatable)")
 	fs.Var(&zones, "zone", "serve `origin=file` (repeatable)")
@@ -133,6 +135,18 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "razor: %v\n", err)
+			return 1
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "razor: %v\n", err)
+			return 1
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	for _, a := range s.UDPAddrs() {
 		fmt.Fprintf(stdout, "razor: serving on %s (udp, tcp)\n", a)
 	}
