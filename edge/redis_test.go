@@ -122,6 +122,7 @@ func TestRedisRestartReloadsAndNeverServesAnEmptyList(t *testing.T) {
 			time.Sleep(2 * time.Millisecond)
 		}
 	}()
+	loads := stats.FullLoads.Load()
 	r.Stop()
 	waitFor(t, 10*time.Second, "the source to notice", func() bool { return !stats.Up.Load() })
 	time.Sleep(200 * time.Millisecond)
@@ -133,6 +134,9 @@ func TestRedisRestartReloadsAndNeverServesAnEmptyList(t *testing.T) {
 	}
 	r.Restart()
 	waitFor(t, 10*time.Second, "the source to reconnect", stats.Up.Load)
+	if stats.FullLoads.Load() <= loads {
+		t.Error("no full reload after the reconnect")
+	}
 	// The reload after reconnect sees changes made while the edge was away
 	// (no notice was published for this one).
 	rc2 := r.Client()
@@ -158,6 +162,20 @@ func itoa(n int) string {
 			return string(b[i:])
 		}
 	}
+}
+
+// A change made without a notice is picked up by the periodic resync.
+func TestRedisPeriodicResync(t *testing.T) {
+	t.Parallel()
+	r := testsvc.StartRedis(t)
+	rc := r.Client()
+	ctx := context.Background()
+	a, b := startUpstream(t, "a", nil), startUpstream(t, "b", nil)
+	rc.SAdd(ctx, "v6pod:app:shop:upstreams", a.ap.String())
+	rc.Set(ctx, "v6pod:host:www.shop.test", "shop", 0)
+	s := startEdge(t, Config{Source: r.URL(), Resync: 300 * time.Millisecond})
+	rc.SAdd(ctx, "v6pod:app:shop:upstreams", b.ap.String()) // no PUBLISH
+	waitFor(t, 10*time.Second, "the resync", func() bool { return s.Table().Pool("shop").Len() == 2 })
 }
 
 func TestRedisAuthAndNoSecretInNames(t *testing.T) {

@@ -318,6 +318,7 @@ func (r *Redis) FullLoad(ctx context.Context, client *redis.Client, sink Sink) e
 		r.o.logger().Warn("edge source: app update failed", "source", r.name, "err", err)
 	}
 	r.stats.Updates.Add(uint64(n))
+	r.stats.FullLoads.Add(1)
 	r.stats.MarkSync(time.Now())
 	r.o.logger().Info("edge source: redis loaded", "source", r.name, "hosts", len(hosts), "apps", len(apps), "changed", n)
 	return nil

@@ -41,6 +41,7 @@ type Stats struct {
 	Errors     atomic.Uint64
 	BadMembers atomic.Uint64
 	Updates    atomic.Uint64
+	FullLoads  atomic.Uint64 // complete reloads (Redis: start, reconnects, resyncs)
 }
 
 // MarkSync records that the source's lists are current now.
