@@ -4,10 +4,13 @@
 package study
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 
 	"github.com/v6pod/v6pod/internal/maglev"
+	"github.com/v6pod/v6pod/p4"
 )
 
 // Config selects the sweep. Zero fields take the defaults of DefaultConfig.
@@ -20,7 +23,8 @@ type Config struct {
 	// are the largest primes below 2^k, from MinSize up to the first one
 	// at or above MaxRatio×N.
 	MaxRatio uint64
-	// Flows is the number of simulated flows per measurement.
+	// Flows is the number of simulated flows (random client 5-tuples
+	// through the switch's CRC-32 hash) per measurement.
 	Flows int
 	// Trials averages each measurement over this many different backends
 	// added or removed.
@@ -132,6 +136,7 @@ func Study(cfg Config) []Row {
 	var rows []Row
 	var bld maglev.Builder
 	var full, less, more maglev.Table
+	flows := flowHashes(c.Flows, c.Seed)
 	for _, n := range c.Backends {
 		bs := make([]maglev.Backend, n)
 		for i := range bs {
@@ -155,7 +160,7 @@ func Study(cfg Config) []Row {
 				}
 				slots, dist := moved(&full, &less, bs[k].Name)
 				rm.SlotsMoved += slots
-				rm.FlowsMoved += movedFlows(&full, &less, c.Flows, r)
+				rm.FlowsMoved += movedFlows(&full, &less, flows)
 				rm.Disturbed += dist
 
 				// Add: a new backend joins the N-1 others.
@@ -166,7 +171,7 @@ func Study(cfg Config) []Row {
 				}
 				slots, dist = moved(&more, &less, name)
 				ad.SlotsMoved += slots
-				ad.FlowsMoved += movedFlows(&less, &more, c.Flows, r)
+				ad.FlowsMoved += movedFlows(&less, &more, flows)
 				ad.Disturbed += dist
 			}
 			for _, row := range []*Row{&rm, &ad} {
@@ -199,19 +204,33 @@ func moved(a, b *maglev.Table, name string) (all, disturbed float64) {
 	return float64(n) / float64(len(an)), float64(d) / float64(len(an))
 }
 
-// movedFlows hashes simulated flows (uniform 64-bit flow hashes, as the
-// switch's 5-tuple hash produces) into both tables and returns the share
-// that land on a different backend.
-func movedFlows(a, b *maglev.Table, flows int, r *rand.Rand) float64 {
-	if flows == 0 {
+// flowHashes returns the switch's hash (p4.FlowHash: CRC-32 of the
+// 5-tuple) of n random TCP flows from IPv6 clients to one EIP.
+func flowHashes(n int, seed uint64) []uint64 {
+	r := rand.New(rand.NewPCG(seed, 0x666c6f7773)) // "flows"
+	dst := netip.MustParseAddr("64:ff9b::c000:201").As16()
+	out := make([]uint64, n)
+	for i := range out {
+		var src [16]byte
+		src[0], src[1] = 0x20, 0x01
+		binary.BigEndian.PutUint64(src[8:], r.Uint64())
+		binary.BigEndian.PutUint32(src[4:], r.Uint32())
+		out[i] = uint64(p4.FlowHash(src, dst, 6, uint16(1024+r.IntN(64512)), 443))
+	}
+	return out
+}
+
+// movedFlows looks the flows up in both tables (slot = hash mod M, as the
+// switch does) and returns the share that land on a different backend.
+func movedFlows(a, b *maglev.Table, flows []uint64) float64 {
+	if len(flows) == 0 {
 		return 0
 	}
 	n := 0
-	for range flows {
-		h := r.Uint64()
+	for _, h := range flows {
 		if a.Lookup(h).Name != b.Lookup(h).Name {
 			n++
 		}
 	}
-	return float64(n) / float64(flows)
+	return float64(n) / float64(len(flows))
 }
