@@ -47,7 +47,10 @@ func newMetrics(storeAge func() float64) *metrics {
 		row := make([]prometheus.Counter, 0, len(metricRcodes)+1)
 		for _, rc := range append(metricRcodes, -1) {
 			rn := "other"
-			if rc >= 0 {
+			switch {
+			case rc == dns.RcodeBadVers:
+				rn = "BADVERS" // 16 is also TSIG's BADSIG; razor means BADVERS
+			case rc >= 0:
 				rn = dns.RcodeToString[rc]
 			}
 			row = append(row, qv.WithLabelValues(tn, rn))
