@@ -28,10 +28,15 @@ func nsEdge(i int) string { return fmt.Sprintf("%se%d", nsPrefix, i) }
 // fd00:0:n::1/64 and 10.0.n.1/24 on the ToR side, ::2 and .2 on the other.
 const (
 	Edges   = 3
-	VIP4    = "203.0.113.10"
-	VIP6    = "2001:db8:f00::10"
 	TORASN  = 65000
 	EdgeASN = 65001
+)
+
+// The pod's anycast VIPs: every edge serves and announces all of them; for
+// razor, edge i's pool owns VIP4s[i-1] and VIP6s[i-1].
+var (
+	VIP4s = []string{"203.0.113.11", "203.0.113.12", "203.0.113.13"}
+	VIP6s = []string{"2001:db8:f00::11", "2001:db8:f00::12", "2001:db8:f00::13"}
 )
 
 // Containers are the app namespace's IPv6-only HTTP servers.
@@ -124,8 +129,13 @@ func (l *Lab) Network() error {
 		if err := link(nsTOR, fmt.Sprintf("e%d", i), t, nsEdge(i), "eth0", o); err != nil {
 			return err
 		}
-		for _, a := range []string{VIP4 + "/32", VIP6 + "/128"} {
-			if err := ip(nsEdge(i), "addr", "add", a, "dev", "lo"); err != nil {
+		for _, v := range VIP4s {
+			if err := ip(nsEdge(i), "addr", "add", v+"/32", "dev", "lo"); err != nil {
+				return err
+			}
+		}
+		for _, v := range VIP6s {
+			if err := ip(nsEdge(i), "addr", "add", v+"/128", "dev", "lo"); err != nil {
 				return err
 			}
 		}

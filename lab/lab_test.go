@@ -41,10 +41,22 @@ func TestPod(t *testing.T) {
 	if err := l.startConsul(); err != nil {
 		t.Fatal(err)
 	}
+	if err := l.startRazor(); err != nil {
+		t.Fatal(err)
+	}
 	t.Run("client reaches a container through the ToR", func(t *testing.T) {
 		body, err := l.Curl(ContainerURL(0))
 		if err != nil || !strings.Contains(body, Containers[0]) {
 			t.Fatalf("curl: %q, %v", body, err)
+		}
+	})
+	t.Run("razor answers the customer name with the route's VIPs", func(t *testing.T) {
+		got, err := l.Dig("www.customer.test", "A")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1+len(VIP4s) || got[0] != "shop.route.v6pod.test." {
+			t.Fatalf("dig www.customer.test A = %v", got)
 		}
 	})
 	_ = time.Second
