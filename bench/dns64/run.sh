@@ -143,7 +143,8 @@ cpu_ticks() { # pid -> utime+stime in clock ticks
 TCK=$(getconf CLK_TCK)
 
 # measure label name port pid [dnsperf args...]: one dnsperf run, prints
-# qps, the server's CPU share and qps per server core; records the last.
+# qps, the server's CPU share and qps per server core, and appends the
+# last figure to $W/<label>-<name>.perf.
 measure() {
 	local label=$1 name=$2 port=$3 pid=$4
 	shift 4
