@@ -134,27 +134,38 @@ func (p *Pool) Len() int { return len(p.set.Load().ups) }
 // Update replaces the list of upstreams. Upstreams that stay keep their
 // counters and health. It reports whether anything changed.
 func (p *Pool) Update(eps []netip.AddrPort) (bool, error) {
+	sorted := slices.Clone(eps)
+	slices.SortFunc(sorted, func(a, b netip.AddrPort) int { return a.Compare(b) })
+	sorted = slices.Compact(sorted)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	old := p.set.Load()
-	if sameAddrs(old.ups, eps) {
-		return false, nil
-	}
-	byAddr := make(map[netip.AddrPort]*Upstream, len(old.ups))
-	for _, u := range old.ups {
-		byAddr[u.Addr] = u
-	}
-	ns := &set{ups: make([]*Upstream, 0, len(eps))}
-	for _, ap := range eps {
-		u := byAddr[ap]
-		if u == nil {
-			u = NewUpstream(ap)
-			byAddr[ap] = u
+	if len(old.ups) == len(sorted) {
+		same := true
+		for i, u := range old.ups {
+			if u.Addr != sorted[i] {
+				same = false
+				break
+			}
 		}
-		ns.ups = append(ns.ups, u)
+		if same {
+			return false, nil
+		}
 	}
-	slices.SortFunc(ns.ups, func(a, b *Upstream) int { return a.Addr.Compare(b.Addr) })
-	ns.ups = slices.CompactFunc(ns.ups, func(a, b *Upstream) bool { return a.Addr == b.Addr })
+	// Both lists are sorted: walk them together, keeping the upstreams
+	// (and their counters) that stay.
+	ns := &set{ups: make([]*Upstream, 0, len(sorted))}
+	i := 0
+	for _, ap := range sorted {
+		for i < len(old.ups) && old.ups[i].Addr.Compare(ap) < 0 {
+			i++
+		}
+		if i < len(old.ups) && old.ups[i].Addr == ap {
+			ns.ups = append(ns.ups, old.ups[i])
+		} else {
+			ns.ups = append(ns.ups, NewUpstream(ap))
+		}
+	}
 	if p.policy == Maglev && len(ns.ups) > 0 {
 		var cur uint64
 		if old.mg != nil {
@@ -166,40 +177,6 @@ func (p *Pool) Update(eps []netip.AddrPort) (bool, error) {
 	}
 	p.set.Store(ns)
 	return true, nil
-}
-
-func sameAddrs(ups []*Upstream, eps []netip.AddrPort) bool {
-	if len(eps) < len(ups) {
-		return false
-	}
-	if len(ups) == len(eps) {
-		same := true
-		for i, ap := range eps { // fast path: same sorted order
-			if ups[i].Addr != ap {
-				same = false
-				break
-			}
-		}
-		if same {
-			return true
-		}
-	}
-	in := make(map[netip.AddrPort]bool, len(ups))
-	for _, u := range ups {
-		in[u.Addr] = false
-	}
-	seen := 0
-	for _, ap := range eps {
-		v, ok := in[ap]
-		if !ok {
-			return false
-		}
-		if !v {
-			in[ap] = true
-			seen++
-		}
-	}
-	return seen == len(ups)
 }
 
 // maglevSizes is the ladder of table sizes (primes): a pool keeps its size
