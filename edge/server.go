@@ -251,6 +251,20 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	})
 	goBG("checks", s.runChecks)
+	if s.transport.fast != nil {
+		goBG("h1-sweep", func(ctx context.Context) {
+			tick := time.NewTicker(30 * time.Second)
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+					s.transport.fast.Sweep()
+				}
+			}
+		})
+	}
 
 	srvCtx, cancelSrv := context.WithCancel(context.Background())
 	defer cancelSrv()

@@ -49,6 +49,7 @@ func CanHandle(req *http.Request) bool {
 type pool struct {
 	mu   sync.Mutex
 	idle []*conn
+	dead bool // swept away: connections handed back are closed
 }
 
 type conn struct {
@@ -86,7 +87,7 @@ func (t *Transport) get(p *pool) *conn {
 func (t *Transport) put(p *pool, c *conn) {
 	c.idleFrom = time.Now()
 	p.mu.Lock()
-	if len(p.idle) < max(t.MaxIdlePerHost, 1) {
+	if !p.dead && len(p.idle) < max(t.MaxIdlePerHost, 1) {
 		p.idle = append(p.idle, c)
 		c = nil
 	}
@@ -105,6 +106,33 @@ func (t *Transport) CloseIdleConnections() {
 			c.nc.Close()
 		}
 		p.idle = nil
+		p.mu.Unlock()
+		return true
+	})
+}
+
+// Sweep closes connections idle for longer than IdleTimeout and forgets
+// addresses with no idle connection left, so that upstreams that come and
+// go leave nothing behind. Call it now and then (the edge: every 30 s).
+func (t *Transport) Sweep() {
+	now := time.Now()
+	t.pools.Range(func(k, v any) bool {
+		p := v.(*pool)
+		p.mu.Lock()
+		keep := p.idle[:0]
+		for _, c := range p.idle {
+			if t.IdleTimeout > 0 && now.Sub(c.idleFrom) > t.IdleTimeout {
+				c.nc.Close()
+				continue
+			}
+			keep = append(keep, c)
+		}
+		clear(p.idle[len(keep):])
+		p.idle = keep
+		if len(p.idle) == 0 {
+			p.dead = true
+			t.pools.Delete(k)
+		}
 		p.mu.Unlock()
 		return true
 	})

@@ -131,3 +131,21 @@ func TestCanHandle(t *testing.T) {
 		t.Fatal("CanHandle")
 	}
 }
+
+func TestSweepForgetsIdleAddresses(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer srv.Close()
+	tr := newTransport()
+	tr.IdleTimeout = time.Millisecond
+	do(t, tr, "GET", srv.URL, nil)
+	time.Sleep(5 * time.Millisecond)
+	tr.Sweep()
+	n := 0
+	tr.pools.Range(func(any, any) bool { n++; return true })
+	if n != 0 {
+		t.Fatalf("%d pools left after the sweep", n)
+	}
+	if _, body := do(t, tr, "GET", srv.URL, nil); body != "ok" {
+		t.Fatal(body)
+	}
+}
