@@ -64,3 +64,29 @@ func TestConsulSourceAndRegistration(t *testing.T) {
 	})
 	_ = context.Background()
 }
+
+// While Consul is away the last good lists serve and staleness grows.
+func TestConsulOutageKeepsLastGoodLists(t *testing.T) {
+	t.Parallel()
+	cs := testsvc.StartConsul(t)
+	cc := cs.Client()
+	a := startUpstream(t, "a", nil)
+	if err := cc.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "shop-a", Name: "shop", Address: "::1", Port: int(a.ap.Port())}); err != nil {
+		t.Fatal(err)
+	}
+	cc.KV().Put(&api.KVPair{Key: "v6pod/hosts/www.shop.test", Value: []byte("shop")}, nil)
+	s := startEdge(t, Config{Source: cs.URL("v6pod")})
+	cs.Stop()
+	stats := s.Source().Stats()
+	waitFor(t, 10*time.Second, "the source to notice", func() bool { return !stats.Up.Load() })
+	time.Sleep(100 * time.Millisecond)
+	if st := stats.Staleness(time.Now()); st <= 0 {
+		t.Errorf("staleness %v while Consul is down", st)
+	}
+	c := newClient()
+	for range 10 {
+		if code, body := get(t, c, s.Addrs()[0], "www.shop.test", "/"); code != 200 || body != "a" {
+			t.Fatalf("%d %q while Consul is down", code, body)
+		}
+	}
+}
