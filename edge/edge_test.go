@@ -469,3 +469,35 @@ func counterValue(c prometheus.Collector) float64 {
 	}
 	return d.Gauge.GetValue()
 }
+
+// A listener whose address is not on this host is retried, not fatal; the
+// others serve. With freebind it binds before the address exists (an
+// anycast VIP that BGP brings later).
+func TestListenerOnMissingAddressAndFreebind(t *testing.T) {
+	t.Parallel()
+	up := startUpstream(t, "a", nil)
+	path, url := filePath(t)
+	writePods(t, path, map[string]string{"h.test": "app"}, map[string][]*upstream{"app": {up}})
+	var mu sync.Mutex
+	states := map[netip.AddrPort]bool{}
+	s := startEdgeN(t, 2, Config{Source: url, Listen: []Listener{
+		{Addr: "[::1]:0"},
+		{Addr: "[2001:db8:ffff::99]:18080"},               // not on this host: retried
+		{Addr: "[2001:db8:ffff::98]:18080", Freebind: true}, // bound anyway
+	}}, WithListenerState(func(ap netip.AddrPort, up bool) {
+		mu.Lock()
+		states[ap] = up
+		mu.Unlock()
+	}))
+	if !s.Ready() {
+		t.Fatal("not ready with one listener up")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !states[netip.MustParseAddrPort("[2001:db8:ffff::98]:18080")] {
+		t.Errorf("the freebind listener did not come up: %v", states)
+	}
+	if _, ok := states[netip.MustParseAddrPort("[2001:db8:ffff::99]:18080")]; ok {
+		t.Errorf("the listener on a missing address reported a state: %v", states)
+	}
+}
