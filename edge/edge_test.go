@@ -482,7 +482,7 @@ func TestListenerOnMissingAddressAndFreebind(t *testing.T) {
 	states := map[netip.AddrPort]bool{}
 	s := startEdgeN(t, 2, Config{Source: url, Listen: []Listener{
 		{Addr: "[::1]:0"},
-		{Addr: "[2001:db8:ffff::99]:18080"},               // not on this host: retried
+		{Addr: "[2001:db8:ffff::99]:18080"},                 // not on this host: retried
 		{Addr: "[2001:db8:ffff::98]:18080", Freebind: true}, // bound anyway
 	}}, WithListenerState(func(ap netip.AddrPort, up bool) {
 		mu.Lock()
