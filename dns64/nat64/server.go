@@ -7,12 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"runtime/debug"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sys/unix"
 )
 
 // NAT is the translator on a TUN device: New creates the device, brings
@@ -21,7 +21,8 @@ type NAT struct {
 	t      *Translator
 	cfg    Config
 	log    *slog.Logger
-	queues []*os.File
+	queues []int
+	stop   int // eventfd that wakes the workers
 	ready  chan struct{}
 
 	closeOnce sync.Once
@@ -38,6 +39,13 @@ func New(cfg Config, opts ...Option) (*NAT, error) {
 	if n.queues, err = openTUN(n.cfg.TUN, n.cfg.Queues); err != nil {
 		t.Close()
 		return nil, err
+	}
+	if n.stop, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		for _, q := range n.queues {
+			unix.Close(q)
+		}
+		t.Close()
+		return nil, fmt.Errorf("nat64: eventfd: %w", err)
 	}
 	if err := setupLink(n.cfg.TUN, n.cfg.MTU, n.cfg.prefix.Prefix(), t.pool, n.cfg.NoRoutes); err != nil {
 		n.Close()
@@ -79,7 +87,7 @@ func (n *NAT) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := n.worker(q, p); err != nil {
+			if err := n.worker(newQueueReader(q, n.stop), p); err != nil {
 				errc <- fmt.Errorf("nat64: queue %d: %w", i, err)
 			}
 		}()
@@ -106,14 +114,14 @@ func (n *NAT) Run(ctx context.Context) error {
 	case err = <-errc:
 	}
 	cancel()
-	for _, q := range n.queues {
-		q.SetReadDeadline(time.Now()) // wake the readers
-	}
+	var one [8]byte
+	one[7] = 1
+	unix.Write(n.stop, one[:]) // wake the readers (level-triggered: all of them)
 	wg.Wait()
 	return err
 }
 
-func (n *NAT) worker(q *os.File, p *Path) (err error) {
+func (n *NAT) worker(q *queueReader, p *Path) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			n.log.Error("nat64 worker panic", "panic", r, "stack", string(debug.Stack()))
@@ -123,9 +131,9 @@ func (n *NAT) worker(q *os.File, p *Path) (err error) {
 	in := make([]byte, 65536)
 	out := make([]byte, 65536+64*48)
 	for {
-		m, err := q.Read(in)
+		m, err := q.read(in)
 		if err != nil {
-			if isClosed(err) || errors.Is(err, os.ErrDeadlineExceeded) {
+			if errors.Is(err, errStopped) {
 				return nil
 			}
 			return err
@@ -147,26 +155,16 @@ func (n *NAT) worker(q *os.File, p *Path) (err error) {
 			continue
 		}
 		if r.Parts <= 1 {
-			if _, err := q.Write(out[:r.Len]); err != nil && !isTransient(err) {
-				return err
-			}
+			q.write(out[:r.Len])
 			continue
 		}
 		off := 0
 		for i := 0; i < r.Parts && off+40 <= r.Len; i++ {
 			l := 40 + int(be.Uint16(out[off+4:]))
-			if _, err := q.Write(out[off : off+l]); err != nil && !isTransient(err) {
-				return err
-			}
+			q.write(out[off : off+l])
 			off += l
 		}
 	}
-}
-
-// isTransient reports write errors the kernel returns for one packet
-// (unreachable, no buffer space, invalid) that must not stop the worker.
-func isTransient(err error) bool {
-	return !isClosed(err)
 }
 
 // Close closes the queues (the device goes away with the last one) and
@@ -174,7 +172,10 @@ func isTransient(err error) bool {
 func (n *NAT) Close() error {
 	n.closeOnce.Do(func() {
 		for _, q := range n.queues {
-			q.Close()
+			unix.Close(q)
+		}
+		if n.stop > 0 {
+			unix.Close(n.stop)
 		}
 		n.t.Close()
 	})

@@ -318,3 +318,76 @@ func TestMemoryPerSession(t *testing.T) {
 	}
 	runtime.KeepAlive(pkts)
 }
+
+// Workers on several Paths and the sweeper share the table: run them
+// together under the race detector.
+func TestConcurrentPaths(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxSessionsPerClient = -1
+	tr, _, clk := newTestTranslator(t, cfg)
+	_ = clk
+	done := make(chan struct{})
+	for w := 0; w < 4; w++ {
+		p := tr.NewPath()
+		go func() {
+			defer func() { done <- struct{}{} }()
+			out := make([]byte, 2000)
+			for i := 0; i < 2000; i++ {
+				cl := a6("2001:db8::100")
+				cl[15] = byte(i % 7)
+				udp6to4(p, out, cl, uint16(1000+i%300), s4, 53)
+				a, port := mapped(out)
+				p.Translate4to6(ip4(0, 1, 0, 64, 17, s4, a, udpSeg(s4, a, 53, port, []byte("r"))), out)
+				tcp6to4(p, out, cl, uint16(2000+i%50), s4, 80, tcpSYN)
+			}
+		}()
+	}
+	go func() {
+		for i := 0; i < 50; i++ {
+			tr.Expire()
+			tr.Registry().Gather()
+		}
+		done <- struct{}{}
+	}()
+	for i := 0; i < 5; i++ {
+		<-done
+	}
+}
+
+func TestMetricsNames(t *testing.T) {
+	tr, p, _ := newTestTranslator(t, testConfig())
+	out := make([]byte, 2000)
+	udp6to4(p, out, c6, 1234, s4, 53)
+	p.Translate6to4(ip6(0, 47, 64, c6, s6, nil), out)
+	mfs, err := tr.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			for _, l := range m.GetLabel() {
+				name += "," + l.GetName() + "=" + l.GetValue()
+			}
+			if m.Gauge != nil {
+				got[name] = m.Gauge.GetValue()
+			} else {
+				got[name] = m.Counter.GetValue()
+			}
+		}
+	}
+	for name, want := range map[string]float64{
+		"nat64_sessions,proto=udp":                    1,
+		"nat64_bindings,proto=tcp":                    1,
+		"nat64_translations_total,direction=6to4":     1,
+		"nat64_drops_total,reason=unknown_protocol":   1,
+		"nat64_pool4_ports_used,address=198.51.100.1": 3,
+		"nat64_pool4_ports,address=198.51.100.1":      64512,
+		"nat64_icmp_errors_sent_total":                0,
+	} {
+		if v, ok := got[name]; !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", name, v, ok, want)
+		}
+	}
+}

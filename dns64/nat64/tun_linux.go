@@ -12,13 +12,15 @@ import (
 )
 
 // openTUN creates (or attaches to) the TUN device name with n queues
-// (IFF_TUN|IFF_NO_PI, IFF_MULTI_QUEUE when n > 1). Each queue is a
-// non-blocking file served by Go's poller, so Close unblocks readers.
-func openTUN(name string, n int) ([]*os.File, error) {
-	var files []*os.File
-	fail := func(err error) ([]*os.File, error) {
+// (IFF_TUN|IFF_NO_PI, IFF_MULTI_QUEUE when n > 1). The queues are
+// non-blocking descriptors that the workers read directly and poll(2)
+// together with a wake-up eventfd when empty: no Go poller, no goroutine
+// park per packet.
+func openTUN(name string, n int) ([]int, error) {
+	var files []int
+	fail := func(err error) ([]int, error) {
 		for _, f := range files {
-			f.Close()
+			unix.Close(f)
 		}
 		return nil, err
 	}
@@ -45,7 +47,7 @@ func openTUN(name string, n int) ([]*os.File, error) {
 			unix.Close(fd)
 			return fail(fmt.Errorf("nat64: tun %s: %w", name, err))
 		}
-		files = append(files, os.NewFile(uintptr(fd), "/dev/net/tun:"+name))
+		files = append(files, fd)
 	}
 	return files, nil
 }
@@ -104,6 +106,48 @@ func rangeToPrefixes(lo, hi uint32) []*net.IPNet {
 	return out
 }
 
-func isClosed(err error) bool {
-	return errors.Is(err, os.ErrClosed)
+// queueReader reads packets from a non-blocking TUN queue, sleeping in
+// poll(2) when it is empty until a packet or the stop eventfd arrives.
+type queueReader struct {
+	fd, stop int
+	pfd      [2]unix.PollFd
+}
+
+var errStopped = errors.New("stopped")
+
+func newQueueReader(fd, stop int) *queueReader {
+	q := &queueReader{fd: fd, stop: stop}
+	q.pfd[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+	q.pfd[1] = unix.PollFd{Fd: int32(stop), Events: unix.POLLIN}
+	return q
+}
+
+func (q *queueReader) read(b []byte) (int, error) {
+	for {
+		n, err := unix.Read(q.fd, b)
+		if err == nil {
+			return n, nil
+		}
+		if err != unix.EAGAIN && err != unix.EINTR {
+			return 0, os.NewSyscallError("read", err)
+		}
+		if err == unix.EAGAIN {
+			if _, err := unix.Poll(q.pfd[:], -1); err != nil && err != unix.EINTR {
+				return 0, os.NewSyscallError("poll", err)
+			}
+			if q.pfd[1].Revents != 0 {
+				return 0, errStopped
+			}
+		}
+	}
+}
+
+func (q *queueReader) write(b []byte) error {
+	for {
+		_, err := unix.Write(q.fd, b)
+		if err == unix.EINTR {
+			continue
+		}
+		return err // per-packet errors (EINVAL, ENOBUFS...) are not fatal
+	}
 }
