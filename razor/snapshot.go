@@ -169,6 +169,7 @@ func buildSnapshot(in inputs, m *metrics) (*snapshot, error) {
 				f.set, f.failOpen = pick.NewSet(open), true
 			}
 			if rt.shard {
+				f.set.PrepareShards()
 				f.shards = &shardCache{}
 			}
 		}

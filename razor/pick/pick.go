@@ -25,6 +25,9 @@ type Pool struct {
 type Set struct {
 	Pools []Pool
 	total int // addresses in all pools
+	// hashes[i][j] is AddrHash of Pools[i].Addrs[j], computed once, so a
+	// shard costs one cheap mix per address (see Shard).
+	hashes [][]uint64
 }
 
 // NewSet builds a set, leaving out pools without addresses or weight.
@@ -38,6 +41,21 @@ func NewSet(pools []Pool) *Set {
 		s.total += len(p.Addrs)
 	}
 	return s
+}
+
+// PrepareShards computes every address's AddrHash once, so later Shard
+// calls cost one mix per address. Call it before the set is shared.
+func (s *Set) PrepareShards() { s.hashes = s.computeHashes() }
+
+func (s *Set) computeHashes() [][]uint64 {
+	h := make([][]uint64, len(s.Pools))
+	for i, p := range s.Pools {
+		h[i] = make([]uint64, len(p.Addrs))
+		for j, a := range p.Addrs {
+			h[i][j] = AddrHash(a)
+		}
+	}
+	return h
 }
 
 // Len is the number of addresses in the set.
@@ -159,22 +177,65 @@ func unpicked(p, n, nt int, picked []Choice) int {
 // the same shards from it.
 var ShardKey = siphash.Key{K0: 0x7636706f642d7261, K1: 0x7a6f722d73686172} // "v6pod-razor-shar"
 
-// Score is the rendezvous weight of address a for label: SipHash-2-4 of
-// the lower-case label, a zero byte, and the 16-byte form of a.
-func Score(label []byte, a netip.Addr) uint64 {
+// LabelHash is SipHash-2-4 of the lower-case label, prefixed with 'L'.
+func LabelHash(label []byte) uint64 {
 	d := siphash.New(ShardKey)
 	var lb [64]byte
-	n := copy(lb[:], label)
-	for i := range n {
+	lb[0] = 'L'
+	n := copy(lb[1:], label)
+	for i := 1; i <= n; i++ {
 		if c := lb[i]; c >= 'A' && c <= 'Z' {
 			lb[i] = c + 'a' - 'A'
 		}
 	}
-	d.Write(lb[:n])
-	d.Write([]byte{0})
-	b := a.As16()
-	d.Write(b[:])
+	d.Write(lb[:1+n])
+	if len(label) > n {
+		d.Write(label[n:]) // labels are at most 63 bytes; never here
+	}
 	return d.Sum64()
+}
+
+// AddrHash is SipHash-2-4 of 'A' and the 16-byte form of a.
+func AddrHash(a netip.Addr) uint64 {
+	var b [17]byte
+	b[0] = 'A'
+	a16 := a.As16()
+	copy(b[1:], a16[:])
+	return siphash.Sum64(ShardKey, b[:])
+}
+
+// mix is the 64-bit finalizer of MurmurHash3: a bijection in which every
+// input bit flips every output bit with probability about one half.
+func mix(x uint64) uint64 {
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	x *= 0xc4ceb9fe1a85ec53
+	x ^= x >> 33
+	return x
+}
+
+// Score is the rendezvous weight of address a for label:
+// mix(LabelHash(label) XOR AddrHash(a)). The keyed hashes are fixed per
+// label and per address, so a shard needs one SipHash of the label and one
+// mix per address.
+func Score(label []byte, a netip.Addr) uint64 { return mix(LabelHash(label) ^ AddrHash(a)) }
+
+type scored struct {
+	score uint64
+	pool  int
+	idx   int
+}
+
+// better orders candidates: higher score first, ties by pool and index.
+func better(x, y scored) bool {
+	if x.score != y.score {
+		return x.score > y.score
+	}
+	if x.pool != y.pool {
+		return x.pool < y.pool
+	}
+	return x.idx < y.idx
 }
 
 // Shard returns the subset of s that label is served from: the n addresses
@@ -186,43 +247,50 @@ func (s *Set) Shard(label []byte, n int) *Set {
 	if s.total <= n {
 		return s
 	}
-	type scored struct {
-		score uint64
-		pool  int
-		addr  netip.Addr
+	hl := LabelHash(label)
+	hashes := s.hashes
+	if hashes == nil {
+		hashes = s.computeHashes()
 	}
-	all := make([]scored, 0, s.total)
-	for pi, p := range s.Pools {
-		for _, a := range p.Addrs {
-			all = append(all, scored{Score(label, a), pi, a})
+	var buf [64]scored
+	top := buf[:0]
+	if n > len(buf) {
+		top = make([]scored, 0, n)
+	}
+	// Keep the n best in descending order (insertion: n is small).
+	for pi := range s.Pools {
+		for j, ha := range hashes[pi] {
+			c := scored{mix(hl ^ ha), pi, j}
+			if len(top) == n && !better(c, top[n-1]) {
+				continue
+			}
+			if len(top) < n {
+				top = append(top, c)
+			}
+			k := len(top) - 1
+			for k > 0 && better(c, top[k-1]) {
+				top[k] = top[k-1]
+				k--
+			}
+			top[k] = c
 		}
 	}
-	slices.SortFunc(all, func(x, y scored) int {
-		switch {
-		case x.score > y.score:
-			return -1
-		case x.score < y.score:
-			return 1
-		}
-		return x.addr.Compare(y.addr)
-	})
-	all = all[:n]
-	// Keep each pool's addresses in the pool's order.
-	slices.SortFunc(all, func(x, y scored) int {
+	// Group by pool, each pool's addresses in the pool's order.
+	slices.SortFunc(top, func(x, y scored) int {
 		if x.pool != y.pool {
 			return x.pool - y.pool
 		}
-		return x.addr.Compare(y.addr)
+		return x.idx - y.idx
 	})
 	var pools []Pool
 	last := -1
-	for _, sc := range all {
+	for _, sc := range top {
 		if sc.pool != last {
 			src := s.Pools[sc.pool]
 			pools = append(pools, Pool{ID: src.ID, Weight: src.Weight})
 			last = sc.pool
 		}
-		pools[len(pools)-1].Addrs = append(pools[len(pools)-1].Addrs, sc.addr)
+		pools[len(pools)-1].Addrs = append(pools[len(pools)-1].Addrs, s.Pools[sc.pool].Addrs[sc.idx])
 	}
 	return NewSet(pools)
 }

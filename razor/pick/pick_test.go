@@ -135,8 +135,29 @@ func TestScoreGolden(t *testing.T) {
 	if got != Score([]byte("Shop"), netip.MustParseAddr("2001:db8::1")) {
 		t.Fatal("score depends on case")
 	}
-	if want := uint64(0xa04321527dfe26a4); got != want {
+	if want := uint64(0x264743aaad3e72f8); got != want {
 		t.Fatalf("Score changed: got %#x, want %#x", got, want)
+	}
+}
+
+func TestShardAllocsBounded(t *testing.T) {
+	s := NewSet([]Pool{{Weight: 1, Addrs: addrs("2001:db8::", 500)}})
+	s.PrepareShards()
+	// A miss builds the shard's Set: a handful of allocations, not one
+	// per address.
+	if n := testing.AllocsPerRun(50, func() { s.Shard([]byte("random-label"), 8) }); n > 8 {
+		t.Fatalf("Shard allocates %v times", n)
+	}
+}
+
+// A shard of 8 out of 500 addresses, as for a label not seen before (the
+// cost of a random-label flood).
+func BenchmarkShardMiss500(b *testing.B) {
+	s := NewSet([]Pool{{Weight: 1, Addrs: addrs("2001:db8::", 250)}, {Weight: 2, Addrs: addrs("2001:db8:1::", 250)}})
+	s.PrepareShards()
+	b.ReportAllocs()
+	for b.Loop() {
+		s.Shard([]byte("some-customer"), 8)
 	}
 }
 
