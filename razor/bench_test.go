@@ -54,6 +54,21 @@ func TestQueryAllocs(t *testing.T) {
 	}
 }
 
+// With RRL and cookies in play the path still allocates nothing.
+func TestQueryAllocsRRLAndCookies(t *testing.T) {
+	s, _ := testServer(t, "", func(c *Config) { c.RRL.ResponsesPerSecond = 1 << 30 })
+	sc := newScratch()
+	client := netip.MustParseAddrPort("192.0.2.1:5300")
+	m := withEDNS(newQuery("a-rather-long-label-to-defeat-small-buffers.route.v6pod.test", dns.TypeA), 1232, "0123456789abcdef")
+	p, _ := m.Pack()
+	if s.respond(sc, p, client, false) == nil {
+		t.Fatal("no answer")
+	}
+	if n := testing.AllocsPerRun(200, func() { s.respond(sc, p, client, false) }); n != 0 {
+		t.Errorf("%v allocations per query with RRL and a cookie", n)
+	}
+}
+
 func BenchmarkRespond(b *testing.B) {
 	s, _ := testServer(b, "")
 	client := netip.MustParseAddrPort("192.0.2.1:5300")

@@ -254,9 +254,9 @@ func (s *Server) respond(sc *scratch, p []byte, client netip.AddrPort, tcp bool)
 	// RRL: not for TCP and not for clients that proved their address
 	// with a valid server cookie.
 	if s.rrl != nil && !tcp && cookie != cookieValid {
-		name := []byte(out.rrlName)
+		name := out.rrlName
 		if out.kind == rrl.Answer {
-			name = kb
+			name = key
 		}
 		switch s.rrl.Check(client.Addr(), out.kind, name, q.qtype, s.now().UnixNano()) {
 		case rrl.Drop:

@@ -76,8 +76,8 @@ func New(c Config) *Limiter {
 
 // Check accounts one response of kind k to client and says what to do with
 // it. name is the wire-form name the kind is keyed by (query name, zone or
-// delegation; nil for errors); now is in unix nanoseconds.
-func (l *Limiter) Check(client netip.Addr, k Kind, name []byte, qtype uint16, now int64) Action {
+// delegation; empty for errors); now is in unix nanoseconds.
+func (l *Limiter) Check(client netip.Addr, k Kind, name string, qtype uint16, now int64) Action {
 	client = client.Unmap()
 	bits := l.v6
 	if client.Is4() {
@@ -97,7 +97,7 @@ func (l *Limiter) Check(client netip.Addr, k Kind, name []byte, qtype uint16, no
 	}
 	d.Write(hdr[:])
 	if k != Error {
-		d.Write(name)
+		d.WriteString(name)
 	}
 	h := d.Sum64()
 	i := h % uint64(len(l.buckets))

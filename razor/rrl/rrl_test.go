@@ -8,7 +8,7 @@ import (
 func TestLimitsPerPrefixAndSlips(t *testing.T) {
 	l := New(Config{ResponsesPerSecond: 5, Slip: 2, IPv4Prefix: 24, IPv6Prefix: 56, TableSize: 1024})
 	now := int64(1_000 * nano)
-	name := []byte("\x04shop\x04test\x00")
+	name := "\x04shop\x04test\x00"
 	a := netip.MustParseAddr("192.0.2.1")
 	b := netip.MustParseAddr("192.0.2.200") // same /24: same bucket
 	c := netip.MustParseAddr("198.51.100.1")
@@ -40,9 +40,9 @@ func TestLimitsPerPrefixAndSlips(t *testing.T) {
 	x := netip.MustParseAddr("2001:db8:0:1::1")
 	y := netip.MustParseAddr("2001:db8:0:2::1")
 	for range 5 {
-		l.Check(x, Error, nil, 0, now)
+		l.Check(x, Error, "", 0, now)
 	}
-	if got := l.Check(y, Error, nil, 0, now); got == Send {
+	if got := l.Check(y, Error, "", 0, now); got == Send {
 		t.Fatalf("same /56 not limited together")
 	}
 }
@@ -50,7 +50,7 @@ func TestLimitsPerPrefixAndSlips(t *testing.T) {
 func TestNoAllocs(t *testing.T) {
 	l := New(Config{ResponsesPerSecond: 100, Slip: 2, IPv4Prefix: 24, IPv6Prefix: 56, TableSize: 1024})
 	a := netip.MustParseAddr("2001:db8::1")
-	name := []byte("\x04shop\x04test\x00")
+	name := "\x04shop\x04test\x00"
 	if n := testing.AllocsPerRun(100, func() { l.Check(a, Answer, name, 1, 5) }); n != 0 {
 		t.Fatalf("%v allocations per check", n)
 	}

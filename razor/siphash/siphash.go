@@ -6,6 +6,7 @@ package siphash
 import (
 	"encoding/binary"
 	"math/bits"
+	"unsafe"
 )
 
 // Key is a 128-bit SipHash key as its two little-endian halves.
@@ -78,6 +79,11 @@ func (d *Digest) Write(p []byte) {
 		p = p[8:]
 	}
 	d.n = copy(d.buf[:], p)
+}
+
+// WriteString adds the bytes of s.
+func (d *Digest) WriteString(s string) {
+	d.Write(unsafe.Slice(unsafe.StringData(s), len(s)))
 }
 
 // Sum64 finishes the hash. The digest must not be used afterwards.
