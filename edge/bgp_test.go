@@ -55,7 +55,11 @@ func startBGPEdge(t *testing.T, ctx context.Context, opts ...Option) *bgpEdge {
 	up := startUpstream(t, "a", nil)
 	path, url := filePath(t)
 	writePods(t, path, map[string]string{"h.test": "app"}, map[string][]*upstream{"app": {up}})
-	cfg := Config{Source: url, Node: "bgp-edge", Listen: []Listener{{Addr: n + "10:0"}, {Addr: n + "11:0"}}}
+	// drain.delay gives the ToR time to apply the withdrawal (it is sent
+	// when Shutdown returns, applied a moment later) before the listeners
+	// close, as a deployment would.
+	cfg := Config{Source: url, Node: "bgp-edge", Listen: []Listener{{Addr: n + "10:0"}, {Addr: n + "11:0"}},
+		Drain: Drain{Delay: 500 * time.Millisecond}}
 	bgp := announce.Config{
 		LocalASN: 65010, RouterID: "192.0.2.10",
 		Peers: []announce.PeerConfig{{Address: torAddr, ASN: 65000, Port: tor.Port(), LocalAddress: edgeAddr,
@@ -161,9 +165,16 @@ func TestBGPSIGTERMGracefulShutdownBeforeListenersClose(t *testing.T) {
 	defer stop()
 	var mu sync.Mutex
 	var atClose []map[netip.Prefix][]string
+	var sentAtClose []string
 	var e *bgpEdge
 	e = startBGPEdge(t, ctx, WithListenerState(func(ap netip.AddrPort, up bool) {
 		if !up && e != nil {
+			// What the speaker has sent (deterministic) and what the ToR
+			// holds (after drain.delay) when a listener closes.
+			var states []string
+			for _, p := range e.ann.Speaker().Status().Prefixes {
+				states = append(states, p.State)
+			}
 			rs, _ := e.tor.Routes("ipv4")
 			m := map[netip.Prefix][]string{}
 			for _, r := range rs {
@@ -171,6 +182,7 @@ func TestBGPSIGTERMGracefulShutdownBeforeListenersClose(t *testing.T) {
 			}
 			mu.Lock()
 			atClose = append(atClose, m)
+			sentAtClose = append(sentAtClose, strings.Join(states, ","))
 			mu.Unlock()
 		}
 	}))
@@ -203,6 +215,9 @@ func TestBGPSIGTERMGracefulShutdownBeforeListenersClose(t *testing.T) {
 		t.Fatalf("%d listener closes seen, want 2", len(atClose))
 	}
 	for i, m := range atClose {
+		if sentAtClose[i] != "withdrawn,withdrawn" {
+			t.Errorf("listener close %d: the speaker's routes were %s, want withdrawn", i, sentAtClose[i])
+		}
 		if len(m) != 0 {
 			t.Errorf("listener close %d: the ToR still held %v", i, m)
 		}
