@@ -12,7 +12,7 @@ all: build
 
 build:
 	@mkdir -p bin
-	$(GO) build -trimpath -o bin/ ./cmd/...
+	$(GO) build -trimpath -o bin/ ./cmd/... ./lab/appserver
 
 deps:
 	./scripts/deps.sh
@@ -41,6 +41,16 @@ bench: deps build
 run: build
 	./scripts/deps.sh --packages-only
 	./scripts/run.sh
+
+# The namespace lab (root): a whole pod on one machine.
+lab-up: deps build
+	$(GO) run ./lab/cmd/lab up
+
+lab-down:
+	$(GO) run ./lab/cmd/lab down
+
+lab-test: deps build
+	$(GO) test -tags lab -count=1 -v -timeout 12m ./lab
 
 clean:
 	rm -rf bin

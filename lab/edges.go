@@ -112,3 +112,16 @@ func (l *Lab) EdgeRequests(i int) (int, error) {
 	}
 	return total, nil
 }
+
+// startEdges starts every edge.
+func (l *Lab) startEdges() error {
+	l.edges = map[int]*proc{}
+	for i := 1; i <= Edges; i++ {
+		p, err := l.startEdge(i)
+		if err != nil {
+			return err
+		}
+		l.edges[i] = p
+	}
+	return nil
+}

@@ -66,6 +66,7 @@ type Lab struct {
 	Log   io.Writer // progress
 	procs []*proc
 	tor   *proc
+	edges map[int]*proc
 }
 
 // New returns a lab that keeps its files in dir and runs binaries from bin.
@@ -172,4 +173,30 @@ func defaultVia(ns string, n int) error {
 		return err
 	}
 	return ip(ns, "-6", "route", "add", "default", "via", fmt.Sprintf("fd00:0:%d::1", n))
+}
+
+// Up builds the whole pod: the network, the ToR, containers, Redis, Consul,
+// razor and the edges. On error the caller should still call Down.
+func (l *Lab) Up() error {
+	steps := []struct {
+		name string
+		fn   func() error
+	}{
+		{"network", l.Network},
+		{"ToR (BIRD)", l.startTOR},
+		{"containers", l.startApps},
+		{"Redis master and replicas", l.startRedis},
+		{"Consul", l.startConsul},
+		{"razor", l.startRazor},
+		{"upstreams in Redis", l.seedUpstreams},
+		{"edges", l.startEdges},
+	}
+	for _, s := range steps {
+		start := time.Now()
+		if err := s.fn(); err != nil {
+			return fmt.Errorf("lab: %s: %w", s.name, err)
+		}
+		l.logf("%s up (%s)", s.name, time.Since(start).Round(time.Millisecond))
+	}
+	return nil
 }

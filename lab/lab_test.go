@@ -5,7 +5,9 @@ package lab
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -27,48 +29,31 @@ func TestPod(t *testing.T) {
 			t.Errorf("namespaces left behind: %v", left)
 		}
 	})
-	if err := l.Network(); err != nil {
+	if err := l.Up(); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.startTOR(); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.startApps(); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.startRedis(); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.startConsul(); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.startRazor(); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.seedUpstreams(); err != nil {
-		t.Fatal(err)
-	}
-	edges := map[int]*proc{}
-	for i := 1; i <= Edges; i++ {
-		p, err := l.startEdge(i)
-		if err != nil {
-			t.Fatal(err)
-		}
-		edges[i] = p
-	}
+	edges := l.edges
 	t.Run("client reaches a container through the ToR", func(t *testing.T) {
 		body, err := l.Curl(ContainerURL(0))
 		if err != nil || !strings.Contains(body, Containers[0]) {
 			t.Fatalf("curl: %q, %v", body, err)
 		}
 	})
-	t.Run("razor answers the customer name with the route's VIPs", func(t *testing.T) {
-		got, err := l.Dig("www.customer.test", "A")
+	t.Run("razor answers the customer name with every healthy edge's VIP", func(t *testing.T) {
+		// The edges have just registered in Consul; their checks pass
+		// within a few seconds, and then every pool is eligible.
+		err := waitFor(15*time.Second, "all three pools in razor's answers", func() error {
+			got, err := l.Dig("www.customer.test", "A")
+			if err != nil {
+				return err
+			}
+			if len(got) != 1+len(VIP4s) || got[0] != "shop.route.v6pod.test." {
+				return fmt.Errorf("dig www.customer.test A = %v", got)
+			}
+			return nil
+		})
 		if err != nil {
 			t.Fatal(err)
-		}
-		if len(got) != 1+len(VIP4s) || got[0] != "shop.route.v6pod.test." {
-			t.Fatalf("dig www.customer.test A = %v", got)
 		}
 	})
 	t.Run("the ToR has an ECMP route with every edge for each VIP", func(t *testing.T) {
@@ -119,7 +104,109 @@ func TestPod(t *testing.T) {
 			t.Logf("edge e%d served %d of 60", i, after-before[i])
 		}
 	})
-	_ = edges
+	t.Run("ops pool drain changes razor's answers", func(t *testing.T) {
+		if out, err := l.Ops("pool", "drain", "pool-e1", VIP4s[0]); err != nil {
+			t.Fatalf("ops pool drain: %v: %s", err, out)
+		}
+		err := waitFor(2*time.Second, "razor stops answering the drained VIP", func() error {
+			got, err := l.Dig("route.v6pod.test", "A")
+			if err != nil {
+				return err
+			}
+			if slices.Contains(got, VIP4s[0]) || len(got) != len(VIP4s)-1 {
+				return fmt.Errorf("answers %v", got)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err := l.Ops("pool", "undrain", "pool-e1", VIP4s[0]); err != nil {
+			t.Fatalf("ops pool undrain: %v: %s", err, out)
+		}
+	})
+	t.Run("an upstream added on the Redis master serves within 2s", func(t *testing.T) {
+		newC := fmt.Sprintf("[%s]:%d", Containers[2], containerPort)
+		if _, err := l.RedisMaster("SADD", "v6pod:app:shop:upstreams", newC); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.RedisMaster("PUBLISH", "v6pod:changes", "app:shop"); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		err := waitFor(2*time.Second, "the new container serves", func() error {
+			body, err := l.Curl("-6", "http://www.customer.test/")
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(body, Containers[2]) {
+				return fmt.Errorf("served by another: %q", body)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("new upstream served after %s", time.Since(start).Round(time.Millisecond))
+	})
+	t.Run("stopping an edge withdraws its routes; requests keep succeeding", func(t *testing.T) {
+		stop := make(chan struct{})
+		type result struct{ ok, failed int }
+		res := make(chan result)
+		go func() {
+			var r result
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					res <- r
+					return
+				default:
+				}
+				flag := []string{"-4", "-6"}[n%2]
+				if body, err := l.Curl(flag, "http://www.customer.test/"); err != nil || !strings.Contains(body, "container") {
+					r.failed++
+					t.Logf("request failed: %q %v", body, err)
+				} else {
+					r.ok++
+				}
+			}
+		}()
+		time.Sleep(500 * time.Millisecond)
+		edges[1].stop(syscall.SIGTERM, 15*time.Second)
+		err := waitFor(10*time.Second, "the ToR drops edge e1's paths", func() error {
+			out, err := l.TORRoutes("-6", VIP6s[0])
+			if err != nil {
+				return err
+			}
+			if strings.Contains(out, "e1 ") || strings.Count(out, "nexthop") != Edges-1 {
+				return fmt.Errorf("routes: %s", out)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		err = waitFor(5*time.Second, "razor stops handing out the stopped edge's VIPs", func() error {
+			got, err := l.Dig("route.v6pod.test", "AAAA")
+			if err != nil {
+				return err
+			}
+			if slices.Contains(got, VIP6s[0]) {
+				return fmt.Errorf("answers %v", got)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		time.Sleep(time.Second)
+		close(stop)
+		r := <-res
+		t.Logf("while e1 stopped: %d requests succeeded, %d failed", r.ok, r.failed)
+		if r.ok == 0 || r.failed > 1 {
+			t.Errorf("%d of %d requests failed while an edge stopped; at most the in-flight one may", r.failed, r.ok+r.failed)
+		}
+	})
 }
 
 type testLog struct{ t *testing.T }

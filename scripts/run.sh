@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 RUN=${RUN_DIR:-$(mktemp -d /tmp/v6pod-run.XXXXXX)}
 DNS=${DNS_ADDR:-127.0.0.1:5353}
 HTTP_PORT=${HTTP_PORT:-8080}
-go build -o bin/appserver ./lab/appserver
+
 cp examples/pods.yaml "$RUN/pods.yaml"   # ops may write to it; keep the example clean
 
 pids=()
