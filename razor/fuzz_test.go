@@ -14,6 +14,8 @@ func FuzzServeDNS(f *testing.F) {
 	for _, m := range []*dns.Msg{
 		newQuery("route.v6pod.test", dns.TypeA),
 		newQuery("shop.route.v6pod.test", dns.TypeAAAA),
+		newQuery("blog.shard.v6pod.test", dns.TypeAAAA),
+		newQuery("blog.customer.test", dns.TypeA),
 		newQuery("www.customer.test", dns.TypeAAAA),
 		newQuery("alias.v6pod.test", dns.TypeA),
 		newQuery("x.wild.v6pod.test", dns.TypeTXT),
