@@ -8,8 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 // readmeConfig returns the YAML example of README.md's Configuration
@@ -151,5 +154,39 @@ func TestMainQuickStart(t *testing.T) {
 	}
 	if code := Main(context.Background(), []string{"--listen", "127.0.0.1:0", "--zone", "v6pod.test=nope.zone"}, io.Discard, io.Discard); code != 1 {
 		t.Fatalf("missing zone file: exit %d, want 1", code)
+	}
+}
+
+// SIGHUP makes Main reload the zone files.
+func TestMainSIGHUPReloadsZones(t *testing.T) {
+	dir := t.TempDir()
+	zf := filepath.Join(dir, "v6pod.test.zone")
+	b, _ := os.ReadFile("testdata/v6pod.test.zone")
+	os.WriteFile(zf, b, 0o644)
+	var out, errb syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int, 1)
+	go func() {
+		done <- Main(ctx, []string{"--listen", "127.0.0.1:0", "--zone", "v6pod.test=" + zf, "--store", "testdata/pods.yaml"}, &out, &errb)
+	}()
+	var addr string
+	eventually(t, 10*time.Second, "serving line", func() bool {
+		_, rest, ok := strings.Cut(out.String(), "serving on ")
+		addr, _, _ = strings.Cut(rest, " ")
+		return ok
+	})
+	os.WriteFile(zf, append(b, []byte("hup 60 IN A 192.0.2.77\n")...), 0o644)
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	c := &dns.Client{Timeout: time.Second}
+	eventually(t, 10*time.Second, "the new record after SIGHUP", func() bool {
+		r, _, err := c.Exchange(newQuery("hup.v6pod.test", dns.TypeA), addr)
+		return err == nil && len(r.Answer) == 1
+	})
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 }
