@@ -7,7 +7,9 @@
 #
 # Usage: bench/edge/run.sh [duration] [connections]   (default 10s, 64)
 # Env:   PROXY_CPU (1), LOAD_CPU (0), PROFILE=1 writes a CPU profile of the
-#        edge run to $OUT/edge.cpu.pprof (go tool pprof -top ...).
+#        edge run to $OUT/edge.cpu.pprof (go tool pprof -top ...),
+#        ROUNDS (1): the four proxies are measured in turn ROUNDS times and
+#        each figure is the median, which tames a shared machine's noise.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 dur="${1:-10s}"
@@ -175,10 +177,24 @@ run() { # name port pid -> "name req/s p50 p99 non2xx cpu_us_per_req"
 }
 
 echo "bench/edge: wrk -c$conns -d$dur, proxy on CPU $PROXY_CPU, wrk and upstreams on CPU $LOAD_CPU" >&2
-res=$( run edge $edge_port $pid_edge; run haproxy $haproxy_port $pid_haproxy; run nginx $nginx_port $pid_nginx; run edge-std $edge_std_port $pid_edge_std )
-echo "$res" | awk '
+res=$(for r in $(seq "${ROUNDS:-1}"); do
+	run edge $edge_port $pid_edge; run haproxy $haproxy_port $pid_haproxy
+	run nginx $nginx_port $pid_nginx; run edge-std $edge_std_port $pid_edge_std
+done)
+echo "$res" >"$OUT/rounds.txt"
+# Median of each column per proxy.
+med=$(for name in edge haproxy nginx edge-std; do
+	line="$name"
+	for col in 2 3 4 5 6; do
+		line="$line $(awk -v n="$name" -v c="$col" '$1 == n { print $c }' "$OUT/rounds.txt" | sort -g |
+			awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')"
+	done
+	echo "$line"
+done)
+echo "$med" | awk -v rounds="${ROUNDS:-1}" '
 { rps[$1] = $2; p50[$1] = $3; p99[$1] = $4; bad[$1] = $5; cpu[$1] = $6; order[++n] = $1 }
 END {
+	if (rounds > 1) printf "\nmedians of %d rounds (each round: the four proxies in turn)\n", rounds
 	printf "\n%-9s %10s %9s %9s %8s %12s %14s\n", "proxy", "req/s", "p50 ms", "p99 ms", "non-2xx", "CPU us/req", "req/s per core"
 	for (i = 1; i <= n; i++) { k = order[i]; printf "%-9s %10.0f %9.3f %9.3f %8d %12.1f %14.0f\n", k, rps[k], p50[k], p99[k], bad[k], cpu[k], (cpu[k] > 0) ? 1e6 / cpu[k] : 0 }
 	printf "\nedge/haproxy: req/s %.2fx, p99 %.2fx, CPU per request %.2fx\n", rps["edge"] / rps["haproxy"], p99["edge"] / p99["haproxy"], cpu["edge"] / cpu["haproxy"]
