@@ -489,9 +489,7 @@ func (s *Server) serveTCP(l *net.TCPListener) {
 
 // serveConn answers the queries of one TCP connection in order (RFC 7766).
 func (s *Server) serveConn(c *net.TCPConn) {
-	sc := s.scratch.Get().(*scratch)
-	defer s.scratch.Put(sc)
-	in := make([]byte, maxMsg)
+	in := make([]byte, 512) // grows to the largest query seen
 	src := c.RemoteAddr().(*net.TCPAddr).AddrPort()
 	var lb [2]byte
 	for {
@@ -500,11 +498,18 @@ func (s *Server) serveConn(c *net.TCPConn) {
 			return
 		}
 		n := int(lb[0])<<8 | int(lb[1])
+		if n > len(in) {
+			in = make([]byte, n)
+		}
 		if _, err := io.ReadFull(c, in[:n]); err != nil {
 			return
 		}
+		// Scratch memory is held only while a query is in hand, so idle
+		// connections cost their read buffer and nothing more.
+		sc := s.scratch.Get().(*scratch)
 		out := s.respondSafe(sc, in[:n], src, true)
 		if out == nil {
+			s.scratch.Put(sc)
 			return
 		}
 		msg := sc.buf[:2+len(out)]
@@ -513,7 +518,9 @@ func (s *Server) serveConn(c *net.TCPConn) {
 		}
 		msg[0], msg[1] = byte(len(out)>>8), byte(len(out))
 		_ = c.SetWriteDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
-		if _, err := c.Write(msg); err != nil {
+		_, err := c.Write(msg)
+		s.scratch.Put(sc)
+		if err != nil {
 			return
 		}
 	}
