@@ -72,6 +72,7 @@ func startBGPEdge(t *testing.T, ctx context.Context, opts ...Option) *bgpEdge {
 		},
 		GracefulShutdownWait: 1500 * time.Millisecond,
 		HealthInterval:       100 * time.Millisecond,
+		DeadmanIntervals:     10,
 	}
 	ann, err := NewAnnouncer(bgp, cfg, testLogger(t))
 	if err != nil {
@@ -316,6 +317,7 @@ bgp:
     next_hop_v4: 198.51.100.3
   graceful_shutdown_wait: 1s
   health_interval: 100ms
+  deadman_intervals: 10
 %s`, n, url, torAddr, port, edgeAddr, n, extra)
 	}
 	dir := t.TempDir()
@@ -326,7 +328,7 @@ bgp:
 	}
 	bad := filepath.Join(dir, "bad.yaml")
 	os.WriteFile(bad, []byte(conf(1179, "  bogus: 1\n")), 0o644)
-	if code, out := mainRun(context.Background(), "--config", bad, "--check"); code != 2 || !strings.Contains(out, "line 20: field bogus") {
+	if code, out := mainRun(context.Background(), "--config", bad, "--check"); code != 2 || !strings.Contains(out, "line 21: field bogus") {
 		t.Errorf("bad bgp key: exit %d: %s", code, out)
 	}
 

@@ -80,6 +80,8 @@ func baseConfig(tor string, port int, local string) Config {
 		},
 		GracefulShutdownWait: 2 * time.Second,
 		HealthInterval:       100 * time.Millisecond,
+		// 1s: a busy test machine must not trip the dead-man by accident.
+		DeadmanIntervals: 10,
 	}
 }
 
