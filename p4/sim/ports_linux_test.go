@@ -102,8 +102,11 @@ func TestPortsForward(t *testing.T) {
 	if got == nil {
 		t.Fatalf("no forwarded frame on port 2; stats %+v", ports.Stats())
 	}
-	st := ports.Stats()
-	if st.Sent == 0 || st.Verdicts["forwarded"] == 0 {
+	// The frame can arrive before the sender counts it.
+	for end := time.Now().Add(5 * time.Second); ports.Stats().Sent == 0 && time.Now().Before(end); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := ports.Stats(); st.Sent == 0 || st.Verdicts["forwarded"] == 0 {
 		t.Fatalf("stats %+v", st)
 	}
 	cancel()
