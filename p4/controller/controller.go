@@ -272,8 +272,18 @@ func (c *Controller) routeLoop(ctx context.Context) {
 		}
 		routes, err := c.readRoutes(ctx)
 		if err != nil {
-			if ctx.Err() == nil {
-				c.log.Warn("bgp: list paths", "err", err)
+			if ctx.Err() != nil {
+				return
+			}
+			c.log.Warn("bgp: list paths, retrying", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			select {
+			case c.bgpKick <- struct{}{}:
+			default:
 			}
 			continue
 		}
