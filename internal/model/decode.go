@@ -67,3 +67,28 @@ func DecodeJSONStrict(b []byte, v any) error {
 	}
 	return nil
 }
+
+// Canonical encodes a document's data without its version, so two
+// documents can be compared: equal bytes, same data.
+func Canonical(d *Document) ([]byte, error) {
+	c := *d
+	c.Version = 0
+	return MarshalYAML(&c)
+}
+
+// Equal reports whether two documents hold the same data, versions aside.
+// Both should be normalized (as read from a store, or after Normalize).
+func Equal(a, b *Document) (bool, error) {
+	if a == nil || b == nil {
+		return a == b, nil
+	}
+	x, err := Canonical(a)
+	if err != nil {
+		return false, err
+	}
+	y, err := Canonical(b)
+	if err != nil {
+		return false, err
+	}
+	return bytes.Equal(x, y), nil
+}

@@ -331,6 +331,17 @@ func (p *Pool) check(owner map[netip.Addr]string) []error {
 	return errs
 }
 
+// Check validates one route on its own (the checks Validate makes, except
+// that its pools exist).
+func (r *Route) Check() error {
+	var errs []error
+	for _, err := range r.check(nil) {
+		errs = append(errs, fmt.Errorf("route %s: %w", r.Name, err))
+	}
+	return errors.Join(errs...)
+}
+
+// check checks a route; pools, when not nil, holds the pools that exist.
 func (r *Route) check(pools map[string]bool) []error {
 	var errs []error
 	if err := CheckDomain(r.Name); err != nil {
@@ -339,8 +350,14 @@ func (r *Route) check(pools map[string]bool) []error {
 	if len(r.Pools) == 0 {
 		errs = append(errs, fmt.Errorf("no pools"))
 	}
+	seen := map[string]bool{}
 	for _, p := range r.Pools {
-		if !pools[p] {
+		if seen[p] {
+			errs = append(errs, fmt.Errorf("pool %s listed twice", p))
+			continue
+		}
+		seen[p] = true
+		if pools != nil && !pools[p] {
 			errs = append(errs, fmt.Errorf("pool %q does not exist", p))
 		}
 	}

@@ -65,6 +65,11 @@ func TestParseErrors(t *testing.T) {
 		{"bad upstream", "apps:\n  shop: [\"[::1\"]\n", `address "[::1": unclosed`},
 		{"bad host", "hosts:\n  \"www.*.test\": shop\n", "only a leading"},
 		{"bad pool name", "pools:\n  - {name: Edge/1, edge: e}\n", "not allowed"},
+		{"route name with a space", "pools:\n  - {name: a, edge: e}\nroutes:\n  - {name: 'bad name!.test', pools: [a]}\n", `label "bad name!": character ' '`},
+		{"route name with a star", "pools:\n  - {name: a, edge: e}\nroutes:\n  - {name: 'b*.test', pools: [a]}\n", `label "b*": character '*'`},
+		{"route label too long", "pools:\n  - {name: a, edge: e}\nroutes:\n  - {name: " + strings.Repeat("x", 64) + ".test, pools: [a]}\n", "longer than 63"},
+		{"route name too long", "pools:\n  - {name: a, edge: e}\nroutes:\n  - {name: " + strings.Repeat("abcdefghi.", 26) + "test, pools: [a]}\n", "longer than 253"},
+		{"route with a pool twice", "pools:\n  - {name: a, edge: e}\nroutes:\n  - {name: r.test., pools: [a, a]}\n", "route r.test.: pool a listed twice"},
 		{"two documents", "version: 1\n---\nversion: 2\n", "more than one YAML document"},
 	}
 	for _, tt := range tests {
@@ -122,5 +127,31 @@ func TestExamplePodParses(t *testing.T) {
 	}
 	if len(d.Pools) == 0 || len(d.Routes) == 0 || len(d.Apps) == 0 {
 		t.Errorf("example pod is missing pools, routes or apps: %+v", d)
+	}
+}
+
+func TestCheckDomainAccepts(t *testing.T) {
+	for _, s := range []string{"r.test.", "_dmarc.x-1.test.", "a.", "xn--bcher-kva.test.", strings.Repeat("a", 63) + ".test."} {
+		if err := CheckDomain(s); err != nil {
+			t.Errorf("CheckDomain(%q): %v", s, err)
+		}
+	}
+	for _, s := range []string{"-a.test.", "a-.test.", "a..test.", "A.test."} {
+		if err := CheckDomain(s); err == nil {
+			t.Errorf("CheckDomain(%q) accepted", s)
+		}
+	}
+}
+
+func TestEqualIgnoresVersion(t *testing.T) {
+	a := &Document{Version: 1, Pools: []Pool{{Name: "a", Edge: "e"}}}
+	b := a.Clone()
+	b.Version = 9
+	if same, err := Equal(a, b); !same || err != nil {
+		t.Errorf("Equal = %v, %v", same, err)
+	}
+	b.Pools[0].Weight = 3
+	if same, _ := Equal(a, b); same {
+		t.Error("Equal missed a change")
 	}
 }

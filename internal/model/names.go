@@ -26,16 +26,41 @@ func CheckName(s string) error {
 	return nil
 }
 
-// CheckDomain checks a fully qualified, canonical DNS name.
+// CheckDomain checks a fully qualified, canonical DNS name of a route:
+// labels of 1 to 63 letters, digits, hyphens and underscores (no hyphen at
+// either end), at most 253 characters without the final dot.
 func CheckDomain(s string) error {
 	if s == "." || s == "" {
 		return fmt.Errorf("%q: not a domain name", s)
 	}
-	if _, ok := dns.IsDomainName(s); !ok {
-		return fmt.Errorf("%q: not a valid domain name", s)
-	}
 	if s != CanonicalName(s) {
 		return fmt.Errorf("%q: not in canonical form (lower case, final dot)", s)
+	}
+	name := strings.TrimSuffix(s, ".")
+	if len(name) > 253 {
+		return fmt.Errorf("%q: longer than 253 characters", s)
+	}
+	for _, label := range strings.Split(name, ".") {
+		if err := checkLabel(label); err != nil {
+			return fmt.Errorf("%q: %w", s, err)
+		}
+	}
+	return nil
+}
+
+func checkLabel(l string) error {
+	switch {
+	case l == "":
+		return fmt.Errorf("empty label")
+	case len(l) > 63:
+		return fmt.Errorf("label %q is longer than 63 characters", l)
+	case l[0] == '-' || l[len(l)-1] == '-':
+		return fmt.Errorf("label %q starts or ends with a hyphen", l)
+	}
+	for _, c := range l {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return fmt.Errorf("label %q: character %q is not allowed (letters, digits, - and _)", l, c)
+		}
 	}
 	return nil
 }

@@ -39,6 +39,8 @@ const DefaultConsulPrefix = "v6pod"
 // another. A change too big for one transaction (over 128 keys or about
 // 384 KiB) is written in several, the first holding the version check;
 // readers may then briefly see part of it. Apps are not kept in KV: they come from the Consul catalog.
+// The document's Version is the <prefix>/version counter (0 before the
+// first write).
 type Consul struct {
 	client *api.Client
 	addr   string
@@ -89,8 +91,8 @@ func ConsulClient(u *url.URL, opts Options) (*api.Client, string, error) {
 	if u.Host == "" {
 		return nil, "", fmt.Errorf("store %s: no agent address; write consul://host:port/prefix", u.Redacted())
 	}
-	if u.User != nil {
-		return nil, "", fmt.Errorf("store consul://%s: no credentials in the URL; use CONSUL_HTTP_TOKEN", u.Host)
+	if u.User != nil || u.RawQuery != "" {
+		return nil, "", fmt.Errorf("store consul://%s%s: no credentials or options in the URL; give the token in CONSUL_HTTP_TOKEN", u.Host, u.EscapedPath())
 	}
 	prefix := strings.Trim(u.Path, "/")
 	if prefix == "" {
@@ -134,46 +136,69 @@ type kvState struct {
 	counter uint64            // value of <prefix>/version
 	vindex  uint64            // ModifyIndex of <prefix>/version (0: absent)
 	keys    int               // keys under the prefix, all kinds
+	// A tolerant read leaves bad keys out of doc: what is wrong with
+	// them, and their ModifyIndex for a repair's delete.
+	problems []Problem
+	bad      map[string]uint64
 }
 
 // Load implements Store: one consistent recursive read of the prefix.
 func (c *Consul) Load(ctx context.Context) (*model.Document, error) {
-	st, err := c.read(ctx)
+	st, err := c.read(ctx, false)
 	if err != nil {
 		return nil, err
 	}
 	return st.doc, nil
 }
 
-func (c *Consul) read(ctx context.Context) (*kvState, error) {
+// LoadPartial reads tolerantly: a key that cannot be decoded or fails the
+// checks of its own object is left out and listed; when the rest does not
+// pass the whole document's checks (a route naming a pool left out, say),
+// that is listed too, with key "". Razor never reads this way.
+func (c *Consul) LoadPartial(ctx context.Context) (*model.Document, []Problem, error) {
+	st, err := c.read(ctx, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	return st.doc, st.problems, nil
+}
+
+func (c *Consul) read(ctx context.Context, tolerant bool) (*kvState, error) {
 	q := (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx)
-	pairs, meta, err := c.client.KV().List(c.prefix+"/", q)
+	pairs, _, err := c.client.KV().List(c.prefix+"/", q)
 	if err != nil {
 		return nil, fmt.Errorf("store %s: read: %w", c, err)
 	}
-	return c.decode(pairs, meta.LastIndex)
+	return c.decode(pairs, tolerant)
 }
 
 // decode turns the KV pairs under the prefix into a checked document.
-func (c *Consul) decode(pairs api.KVPairs, index uint64) (*kvState, error) {
+// tolerant: leave bad keys out (listed in problems) instead of failing.
+func (c *Consul) decode(pairs api.KVPairs, tolerant bool) (*kvState, error) {
 	st := &kvState{
-		doc:   &model.Document{Version: index},
+		doc:   &model.Document{},
 		enc:   map[string][]byte{},
 		index: map[string]uint64{},
 		keys:  len(pairs),
+		bad:   map[string]uint64{},
 	}
 	var errs []error
+	var p *api.KVPair
+	kind, name := "", ""
 	bad := func(key string, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("key %s: %s", key, fmt.Sprintf(format, args...)))
+		err := fmt.Errorf(format, args...)
+		errs = append(errs, fmt.Errorf("key %s: %w", key, err))
+		st.problems = append(st.problems, Problem{Key: key, Kind: kind, Name: name, Err: err})
+		st.bad[key] = p.ModifyIndex
 	}
 	// Sort by key so the document's order is stable.
 	slices.SortFunc(pairs, func(a, b *api.KVPair) int { return cmp.Compare(a.Key, b.Key) })
-	for _, p := range pairs {
+	for _, p = range pairs {
 		rest, ok := strings.CutPrefix(p.Key, c.prefix+"/")
 		if !ok || strings.HasSuffix(rest, "/") {
 			continue // a folder marker
 		}
-		kind, name, _ := strings.Cut(rest, "/")
+		kind, name, _ = strings.Cut(rest, "/")
 		switch kind {
 		case "version":
 			if name != "" {
@@ -199,6 +224,14 @@ func (c *Consul) decode(pairs api.KVPairs, index uint64) (*kvState, error) {
 				bad(p.Key, "holds pool %q; the key must be the pool's name", pool.Name)
 				continue
 			}
+			if tolerant {
+				one := model.Document{Pools: []model.Pool{pool}}
+				one.Normalize()
+				if err := one.Pools[0].Check(); err != nil {
+					bad(p.Key, "%v", err)
+					continue
+				}
+			}
 			st.doc.Pools = append(st.doc.Pools, pool)
 		case "routes":
 			var r model.Route
@@ -213,23 +246,43 @@ func (c *Consul) decode(pairs api.KVPairs, index uint64) (*kvState, error) {
 				bad(p.Key, "holds route %q; the key must be the route's name", r.Name)
 				continue
 			}
+			if tolerant {
+				one := model.Document{Routes: []model.Route{r}}
+				one.Normalize()
+				if err := one.Routes[0].Check(); err != nil {
+					bad(p.Key, "%v", err)
+					continue
+				}
+			}
 			st.doc.Routes = append(st.doc.Routes, r)
 		case "hosts":
+			app := strings.TrimSpace(string(p.Value))
+			if tolerant {
+				h := model.CanonicalHost(name)
+				if err := errors.Join(model.CheckHost(h), model.CheckName(app)); err != nil {
+					bad(p.Key, "%v", err)
+					continue
+				}
+			}
 			if st.doc.Hosts == nil {
 				st.doc.Hosts = map[string]string{}
 			}
-			st.doc.Hosts[name] = strings.TrimSpace(string(p.Value))
+			st.doc.Hosts[name] = app
 		default:
 			continue // edges/, nat64/ and the like: not ours
 		}
 		st.index[p.Key] = p.ModifyIndex
 	}
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(errs...); err != nil && !tolerant {
 		return nil, fmt.Errorf("store %s: %w", c, err)
 	}
+	st.doc.Version = st.counter
 	st.doc.Normalize()
 	if err := st.doc.Validate(); err != nil {
-		return nil, fmt.Errorf("store %s: %w", c, err)
+		if !tolerant {
+			return nil, fmt.Errorf("store %s: %w", c, err)
+		}
+		st.problems = append(st.problems, Problem{Err: fmt.Errorf("the rest does not pass the checks: %w", err)})
 	}
 	enc, err := c.encode(st.doc)
 	if err != nil {
@@ -274,10 +327,17 @@ func (c *Consul) encode(d *model.Document) (map[string][]byte, error) {
 // Update implements Store: read everything, let fn change a copy, check it,
 // and write the changed keys in one transaction with check-and-set on each
 // of them and on <prefix>/version.
-func (c *Consul) Update(ctx context.Context, fn func(*model.Document) error) (*model.Document, error) {
-	st, err := c.read(ctx)
+//
+// With DropBad the read is tolerant and the bad keys named (all, when none
+// is) are deleted with check-and-set in the same write.
+func (c *Consul) Update(ctx context.Context, fn func(*model.Document) error, opts ...UpdateOption) (*model.Document, error) {
+	o := updateOptions(opts)
+	st, err := c.read(ctx, o.dropBad)
 	if err != nil {
 		return nil, fmt.Errorf("%w (fix the data before writing to it)", err)
+	}
+	if o.ifVersion && st.counter != o.version {
+		return nil, &VersionError{Read: o.version, Current: st.counter}
 	}
 	d := st.doc.Clone()
 	if err := fn(d); err != nil {
@@ -306,8 +366,23 @@ func (c *Consul) Update(ctx context.Context, fn func(*model.Document) error) (*m
 			dels = append(dels, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: k, Index: st.index[k]}})
 		}
 	}
+	for _, op := range sets {
+		if idx, ok := st.bad[op.KV.Key]; ok {
+			op.KV.Index = idx // a good value over a bad one
+		}
+	}
+	for k, idx := range st.bad {
+		if _, ok := enc[k]; ok || len(o.badKeys) > 0 && !slices.Contains(o.badKeys, k) {
+			continue
+		}
+		dels = append(dels, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: k, Index: idx}})
+	}
 	if len(sets)+len(dels) == 0 {
 		return st.doc, nil
+	}
+	if o.dryRun {
+		d.Version = st.counter + 1
+		return d, nil
 	}
 	// Creations before deletions, pools before routes before hosts: when a
 	// change is too big for one transaction, readers of the parts in
@@ -359,8 +434,8 @@ func (c *Consul) Update(ctx context.Context, fn func(*model.Document) error) (*m
 		written = max(written, idx)
 		ops = ops[n:]
 	}
-	d.Version = written
-	c.log.Info("store written", "store", c.String(), "keys", len(sets)+len(dels), "index", written)
+	d.Version = st.counter + 1
+	c.log.Info("store written", "store", c.String(), "keys", len(sets)+len(dels), "version", d.Version, "index", written)
 	return d, nil
 }
 
@@ -450,14 +525,14 @@ func (c *Consul) Watch(ctx context.Context, fn func(*model.Document, error)) err
 			fn(nil, fmt.Errorf("store %s: nothing under %s/ any more (Consul lost its data?); keeping the last good data", c, c.prefix))
 			continue
 		}
-		st, err := c.decode(pairs, meta.LastIndex)
+		st, err := c.decode(pairs, false)
 		if err != nil {
 			c.log.Warn("store data invalid, keeping the last good data", "store", c.String(), "err", err)
 			failed = true
 			fn(nil, err)
 			continue
 		}
-		cur, err := canonical(st.doc)
+		cur, err := model.Canonical(st.doc)
 		if err != nil {
 			fn(nil, err)
 			continue
@@ -470,11 +545,4 @@ func (c *Consul) Watch(ctx context.Context, fn func(*model.Document, error)) err
 		fn(st.doc, nil)
 	}
 	return nil
-}
-
-// canonical encodes a document without its version, to compare contents.
-func canonical(d *model.Document) ([]byte, error) {
-	c := *d
-	c.Version = 0
-	return json.Marshal(&c)
 }

@@ -51,6 +51,8 @@ func TestOpenConsulURL(t *testing.T) {
 		{"consul://127.0.0.1:8500/a/b/", "consul://127.0.0.1:8500/a/b", ""},
 		{"consul:///v6pod", "", "no agent address"},
 		{"consul://secret@127.0.0.1:8500/v6pod", "", "no credentials"},
+		{"consul://127.0.0.1:8500/v6pod?token=secret", "", "no credentials"},
+		{"CONSUL://127.0.0.1:8500/v6pod", "consul://127.0.0.1:8500/v6pod", ""},
 	} {
 		s, err := Open(tc.url, Options{ConsulToken: "t0ken"})
 		switch {
@@ -404,7 +406,16 @@ func FuzzConsulDecode(f *testing.F) {
 			{Key: "v6pod/" + k1, Value: []byte(v1), ModifyIndex: 1},
 			{Key: "v6pod/" + k2, Value: []byte(v2), ModifyIndex: 2},
 		}
-		st, err := c.decode(pairs, 3)
+		// A tolerant read never fails, and without problems it is a
+		// valid document.
+		if st, err := c.decode(pairs, true); err != nil {
+			t.Fatalf("tolerant decode failed: %v", err)
+		} else if len(st.problems) == 0 {
+			if err := st.doc.Validate(); err != nil {
+				t.Fatalf("tolerant decode reported no problem for an invalid document: %v", err)
+			}
+		}
+		st, err := c.decode(pairs, false)
 		if err != nil {
 			return
 		}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -18,8 +19,10 @@ import (
 )
 
 // File is the file store: one YAML document (see DESIGN.md). Readers watch
-// the file's folder; writers take an flock on <file>.lock, check the
-// version they read, write a temporary file and rename it into place.
+// the file's folder; writers take an flock on <file>.lock, read the file,
+// apply their change, check under the lock that the file is still what they
+// read (and, with IfVersion, that its version is the one the caller read),
+// write a temporary file with the version bumped and rename it into place.
 type File struct {
 	path string
 	log  *slog.Logger
@@ -40,36 +43,60 @@ func (f *File) Close() error { return nil }
 
 // Load implements Store. A missing file is an empty document at version 0.
 func (f *File) Load(context.Context) (*model.Document, error) {
-	d, _, err := f.read()
+	d, _, err := readFile(f.path)
 	return d, err
 }
 
-func (f *File) read() (*model.Document, []byte, error) {
-	b, err := os.ReadFile(f.path)
+// Exists reports whether the store file exists (a missing one reads as an
+// empty document).
+func (f *File) Exists() bool {
+	_, err := os.Stat(f.path)
+	return err == nil
+}
+
+func readFile(path string) (*model.Document, []byte, error) {
+	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return &model.Document{}, nil, nil
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("store: %w", err)
 	}
-	d, err := model.ParseYAML(f.path, b)
+	d, err := model.ParseYAML(path, b)
 	if err != nil {
 		return nil, nil, fmt.Errorf("store: %w", err)
 	}
 	return d, b, nil
 }
 
-// Update implements Store.
-func (f *File) Update(ctx context.Context, fn func(*model.Document) error) (*model.Document, error) {
-	unlock, err := f.lock(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
+// Path is the store file's path as given (a symlink is written through).
+func (f *File) Path() string { return f.path }
 
-	old, oldBytes, err := f.read()
+// Update implements Store. The writers' lock and the write go to the file
+// a symlink points to, so the link stays a link.
+func (f *File) Update(ctx context.Context, fn func(*model.Document) error, opts ...UpdateOption) (*model.Document, error) {
+	o := updateOptions(opts)
+	path, err := resolveLinks(f.path)
+	if err != nil {
+		return nil, fmt.Errorf("store: %s: %w", f.path, err)
+	}
+	if _, err := os.Stat(filepath.Dir(path)); errors.Is(err, fs.ErrNotExist) && !o.dryRun {
+		return nil, fmt.Errorf("store: %s: cannot create the file: folder %s does not exist", f.path, filepath.Dir(path))
+	}
+	if !o.dryRun {
+		unlock, err := lockFile(ctx, path)
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
+	}
+
+	old, oldBytes, err := readFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w (fix the file before writing to it)", err)
+	}
+	if o.ifVersion && old.Version != o.version {
+		return nil, &VersionError{Read: o.version, Current: old.Version}
 	}
 	d := old.Clone()
 	if err := fn(d); err != nil {
@@ -80,7 +107,7 @@ func (f *File) Update(ctx context.Context, fn func(*model.Document) error) (*mod
 		return nil, fmt.Errorf("store: %s: the change is not valid: %w", f.path, err)
 	}
 	d.Version = old.Version
-	if same, err := equalDocs(old, d); err != nil || same {
+	if same, err := model.Equal(old, d); err != nil || same {
 		return old, err
 	}
 	d.Version = old.Version + 1
@@ -88,36 +115,55 @@ func (f *File) Update(ctx context.Context, fn func(*model.Document) error) (*mod
 	if err != nil {
 		return nil, fmt.Errorf("store: encode: %w", err)
 	}
+	if o.dryRun {
+		return d, nil
+	}
 	// Someone who does not take the lock (an editor) may have written
 	// since we read; never overwrite that.
-	if now, err := os.ReadFile(f.path); err == nil && !bytes.Equal(now, oldBytes) || err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if now, err := os.ReadFile(path); err == nil && !bytes.Equal(now, oldBytes) || err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, ErrConflict
 	}
-	if err := writeAtomic(f.path, out); err != nil {
-		return nil, fmt.Errorf("store: write %s: %w", f.path, err)
+	if err := writeAtomic(path, out); err != nil {
+		return nil, fmt.Errorf("store: write %s: %w", path, err)
 	}
 	f.log.Info("store written", "store", f.String(), "version", d.Version)
 	return d, nil
 }
 
-func equalDocs(a, b *model.Document) (bool, error) {
-	x, err := model.MarshalYAML(a)
-	if err != nil {
-		return false, err
+// resolveLinks follows symlinks (even a dangling one, whose target is
+// yet to be created) to the file they name.
+func resolveLinks(path string) (string, error) {
+	for range 40 {
+		fi, err := os.Lstat(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return path, nil
+		}
+		if err != nil {
+			return "", err
+		}
+		if fi.Mode()&fs.ModeSymlink == 0 {
+			return path, nil
+		}
+		target, err := os.Readlink(path)
+		if err != nil {
+			return "", err
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(path), target)
+		}
+		path = target
 	}
-	y, err := model.MarshalYAML(b)
-	if err != nil {
-		return false, err
-	}
-	return bytes.Equal(x, y), nil
+	return "", fmt.Errorf("too many levels of symbolic links")
 }
 
-// lock takes the writers' flock on <file>.lock, waiting until ctx ends.
-func (f *File) lock(ctx context.Context) (func(), error) {
-	lf, err := os.OpenFile(f.path+".lock", os.O_CREATE|os.O_RDWR, 0o644)
+// lockFile takes the writers' flock on <path>.lock, waiting until ctx
+// ends.
+func lockFile(ctx context.Context, path string) (func(), error) {
+	lf, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("store: lock: %w", err)
 	}
+	start := time.Now()
 	for {
 		err := unix.Flock(int(lf.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
@@ -125,12 +171,15 @@ func (f *File) lock(ctx context.Context) (func(), error) {
 		}
 		if !errors.Is(err, unix.EWOULDBLOCK) {
 			lf.Close()
-			return nil, fmt.Errorf("store: lock %s.lock: %w", f.path, err)
+			return nil, fmt.Errorf("store: lock %s.lock: %w", path, err)
 		}
 		select {
 		case <-ctx.Done():
 			lf.Close()
-			return nil, fmt.Errorf("store: waiting for the lock %s.lock: %w", f.path, ctx.Err())
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return nil, fmt.Errorf("store: timed out after %s: another writer (ops) holds %s.lock", time.Since(start).Round(time.Second), path)
+			}
+			return nil, fmt.Errorf("store: waiting for the lock %s.lock: %w", path, ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
@@ -148,6 +197,13 @@ func writeAtomic(path string, b []byte) error {
 	mode := fs.FileMode(0o644)
 	if fi, err := os.Stat(path); err == nil {
 		mode = fi.Mode().Perm()
+		// Keep the owner when root rewrites a file it does not own.
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && os.Geteuid() == 0 {
+			if err := tmp.Chown(int(st.Uid), int(st.Gid)); err != nil {
+				tmp.Close()
+				return err
+			}
+		}
 	}
 	if _, err := tmp.Write(b); err != nil {
 		tmp.Close()
