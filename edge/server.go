@@ -6,7 +6,6 @@ package edge
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log"
@@ -616,4 +615,3 @@ func slogErrorLog(l *slog.Logger) *log.Logger {
 }
 
 var _ http.Handler = (*Server)(nil)
-var _ tls.Certificate
