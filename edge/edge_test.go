@@ -123,11 +123,24 @@ func TestFileSourceChangeIsLive(t *testing.T) {
 
 func TestKilledUpstreamIsEjectedAndIdempotentRequestsNeverFail(t *testing.T) {
 	t.Parallel()
+	for _, std := range []bool{false, true} {
+		t.Run(map[bool]string{false: "h1", true: "stdlib"}[std], func(t *testing.T) { killedUpstream(t, std) })
+	}
+}
+
+func killedUpstream(t *testing.T, std bool) {
 	ups := []*upstream{startUpstream(t, "a", nil), startUpstream(t, "b", nil), startUpstream(t, "c", nil)}
 	path, url := filePath(t)
 	writePods(t, path, map[string]string{"h.test": "app"}, map[string][]*upstream{"app": ups})
-	s := startEdge(t, Config{Source: url, Defaults: App{MaxFails: 2, EjectBase: time.Minute, MaxEjected: 0.7}})
+	s := startEdge(t, Config{Source: url, Defaults: App{MaxFails: 2, EjectBase: time.Minute, MaxEjected: 0.7}, Upstream: Upstream{StdlibOnly: std}})
 	c := newClient()
+	// Traffic first, so that pooled connections to every upstream exist
+	// when two of them die.
+	for range 30 {
+		if code, _ := get(t, c, s.Addrs()[0], "h.test", "/"); code != 200 {
+			t.Fatal(code)
+		}
+	}
 	ups[1].kill()
 	ups[2].kill()
 	for i := range 200 {
