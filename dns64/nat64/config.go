@@ -36,6 +36,9 @@ type Config struct {
 	// MTU6 is the size to which IPv4 packets without DF are fragmented
 	// when their translation would be larger (default 1280, RFC 7915 4).
 	MTU6 int `yaml:"mtu6"`
+	// NoOffload opens the TUN device without IFF_VNET_HDR and offloads:
+	// every TCP segment is then translated on its own.
+	NoOffload bool `yaml:"no_offload"`
 	// Queues is the number of TUN queues and workers (default: CPUs).
 	Queues int `yaml:"queues"`
 	// Filtering is "endpoint-independent" (default) or

@@ -47,6 +47,7 @@ const (
 	dropNoSession                     // ICMP echo reply or error without a session
 	dropSourceRoute                   // IPv4 source route option
 	dropTooBig                        // output buffer too small
+	dropOffload                       // a super-packet we cannot translate whole
 	numDrops
 )
 
@@ -56,6 +57,7 @@ var dropNames = [numDrops]string{
 	"client_limit", "table_full", "pool_exhausted", "fragment_unknown",
 	"fragment_too_small", "icmp_fragment", "icmp_untranslatable",
 	"udp_zero_checksum", "bad_checksum", "no_session", "source_route", "too_big",
+	"offload",
 }
 
 func (d dropReason) String() string {

@@ -34,6 +34,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		pool6      = fs.String("pool6", "", "RFC 6052 `prefix` (e.g. 64:ff9b::/96)")
 		metrics    = fs.String("metrics", "", "serve Prometheus metrics on `address`")
 		noRoutes   = fs.Bool("no-routes", false, "do not add routes for pool6 and pool4 into the device")
+		noOffload  = fs.Bool("no-offload", false, "open the TUN device without GSO/checksum offloads")
 		queues     = fs.Int("queues", 0, "TUN queues and workers (default: CPUs)")
 		binlog     = fs.String("binding-log", "", "binding log `destination`: stdout, stderr or a file")
 		logLevel   = fs.String("log-level", "", "debug, info, warn or error")
@@ -79,6 +80,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			cfg.Metrics = *metrics
 		case "no-routes":
 			cfg.NoRoutes = *noRoutes
+		case "no-offload":
+			cfg.NoOffload = *noOffload
 		case "queues":
 			cfg.Queues = *queues
 		case "binding-log":

@@ -3,6 +3,7 @@ package nat64
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"net"
@@ -162,6 +163,17 @@ func startNAT(t *testing.T, tp topo, cfg Config, opts ...Option) *NAT {
 	return n
 }
 
+func drops(tr *Translator) (d [numDrops]uint64) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	for _, p := range tr.paths {
+		for i := range d {
+			d[i] += p.stats.drops[i].Load()
+		}
+	}
+	return d
+}
+
 func waitFor(t *testing.T, what string, d time.Duration, f func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -174,10 +186,17 @@ func waitFor(t *testing.T, what string, d time.Duration, f func() bool) {
 }
 
 func TestNetnsTraffic(t *testing.T) {
+	requireRoot(t)
+	t.Run("offload", func(t *testing.T) { testTraffic(t, false) })
+	t.Run("no-offload", func(t *testing.T) { testTraffic(t, true) })
+}
+
+func testTraffic(t *testing.T, noOffload bool) {
 	tp := newTopo(t)
 	blog := &syncBuf{}
 	n := startNAT(t, tp, Config{
-		TUN:   "nat64t",
+		TUN:       "nat64t",
+		NoOffload: noOffload,
 		Pool6: "64:ff9b::/96",
 		Pool4: []string{"198.51.100.0/28"},
 		Timeouts: Timeouts{
@@ -188,11 +207,14 @@ func TestNetnsTraffic(t *testing.T) {
 	tr := n.Translator()
 
 	// IPv4-only servers: HTTP and UDP echo on 192.0.2.2.
-	var hl, ul net.Listener
+	var hl, bl net.Listener
 	var uc net.PacketConn
 	inNS(t, tp.server, func() {
 		var err error
 		if hl, err = net.Listen("tcp4", "192.0.2.2:8080"); err != nil {
+			t.Error(err)
+		}
+		if bl, err = net.Listen("tcp4", "192.0.2.2:9000"); err != nil {
 			t.Error(err)
 		}
 		if uc, err = net.ListenPacket("udp4", "192.0.2.2:7"); err != nil {
@@ -202,7 +224,20 @@ func TestNetnsTraffic(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
-	_ = ul
+	// Bulk: read until EOF, answer the SHA-256 of what arrived.
+	go func() {
+		for {
+			c, err := bl.Accept()
+			if err != nil {
+				return
+			}
+			h := sha256.New()
+			io.Copy(h, c)
+			c.Write(h.Sum(nil))
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { bl.Close() })
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "hello %s", r.RemoteAddr)
 	})}
@@ -221,9 +256,12 @@ func TestNetnsTraffic(t *testing.T) {
 	t.Cleanup(func() { uc.Close() })
 
 	// The client dials the server at 64:ff9b::192.0.2.2.
-	var httpConn, udpConn net.Conn
+	var httpConn, udpConn, bulkConn net.Conn
 	inNS(t, tp.client, func() {
 		var err error
+		if bulkConn, err = net.DialTimeout("tcp6", "[64:ff9b::c000:202]:9000", 5*time.Second); err != nil {
+			t.Error(err)
+		}
 		if httpConn, err = net.DialTimeout("tcp6", "[64:ff9b::c000:202]:8080", 5*time.Second); err != nil {
 			t.Error(err)
 		}
@@ -246,6 +284,28 @@ func TestNetnsTraffic(t *testing.T) {
 		// The server sees a pool4 address.
 		if !strings.Contains(string(body), "200 OK") || !strings.Contains(string(body), "hello 198.51.100.") {
 			t.Fatalf("response %q", body)
+		}
+	})
+
+	t.Run("tcp bulk 16 MiB", func(t *testing.T) {
+		// Large writes: with offloads the translator sees TCP super-packets.
+		defer bulkConn.Close()
+		bulkConn.SetDeadline(time.Now().Add(20 * time.Second))
+		data := make([]byte, 16<<20)
+		for i := range data {
+			data[i] = byte(i*31 + i>>9)
+		}
+		want := sha256.Sum256(data)
+		if _, err := bulkConn.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		bulkConn.(*net.TCPConn).CloseWrite()
+		got, err := io.ReadAll(bulkConn)
+		if err != nil || !bytes.Equal(got, want[:]) {
+			t.Fatalf("server got different bytes (%x, %v)", got, err)
+		}
+		if d := drops(tr); d[dropOffload] != 0 || d[dropMalformed] != 0 {
+			t.Fatalf("drops: %d offload, %d malformed", d[dropOffload], d[dropMalformed])
 		}
 	})
 

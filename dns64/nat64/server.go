@@ -36,7 +36,7 @@ func New(cfg Config, opts ...Option) (*NAT, error) {
 		return nil, err
 	}
 	n := &NAT{t: t, cfg: t.cfg, log: t.log, ready: make(chan struct{})}
-	if n.queues, err = openTUN(n.cfg.TUN, n.cfg.Queues); err != nil {
+	if n.queues, err = openTUN(n.cfg.TUN, n.cfg.Queues, !n.cfg.NoOffload); err != nil {
 		t.Close()
 		return nil, err
 	}
@@ -128,8 +128,8 @@ func (n *NAT) worker(q *queueReader, p *Path) (err error) {
 			err = fmt.Errorf("panic: %v", r)
 		}
 	}()
-	in := make([]byte, 65536)
-	out := make([]byte, 65536+64*48)
+	in := make([]byte, vnetHdrLen+65536)
+	out := make([]byte, 65536+64*(48+vnetHdrLen))
 	for {
 		m, err := q.read(in)
 		if err != nil {
@@ -139,6 +139,23 @@ func (n *NAT) worker(q *queueReader, p *Path) (err error) {
 			return err
 		}
 		if m == 0 {
+			continue
+		}
+		if !n.cfg.NoOffload {
+			r := p.TranslateOffload(in[:m], out)
+			if r.Verdict == Drop {
+				continue
+			}
+			if r.Parts <= 1 {
+				q.write(out[:r.Len])
+				continue
+			}
+			off := 0
+			for i := 0; i < r.Parts && off+vnetHdrLen+40 <= r.Len; i++ {
+				l := vnetHdrLen + 40 + int(be.Uint16(out[off+vnetHdrLen+4:]))
+				q.write(out[off : off+l])
+				off += l
+			}
 			continue
 		}
 		var r Result

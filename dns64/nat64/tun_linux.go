@@ -16,7 +16,7 @@ import (
 // non-blocking descriptors that the workers read directly and poll(2)
 // together with a wake-up eventfd when empty: no Go poller, no goroutine
 // park per packet.
-func openTUN(name string, n int) ([]int, error) {
+func openTUN(name string, n int, offload bool) ([]int, error) {
 	var files []int
 	fail := func(err error) ([]int, error) {
 		for _, f := range files {
@@ -38,10 +38,20 @@ func openTUN(name string, n int) ([]int, error) {
 		if n > 1 {
 			flags |= unix.IFF_MULTI_QUEUE
 		}
+		if offload {
+			flags |= unix.IFF_VNET_HDR
+		}
 		ifr.SetUint16(flags)
 		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 			unix.Close(fd)
 			return fail(fmt.Errorf("nat64: TUNSETIFF %s (queue %d): %w", name, i, err))
+		}
+		if offload {
+			// TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN
+			if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, 0x01|0x02|0x04|0x08); err != nil {
+				unix.Close(fd)
+				return fail(fmt.Errorf("nat64: TUNSETOFFLOAD %s: %w", name, err))
+			}
 		}
 		if err := unix.SetNonblock(fd, true); err != nil {
 			unix.Close(fd)
