@@ -197,8 +197,8 @@ func testTraffic(t *testing.T, noOffload bool) {
 	n := startNAT(t, tp, Config{
 		TUN:       "nat64t",
 		NoOffload: noOffload,
-		Pool6: "64:ff9b::/96",
-		Pool4: []string{"198.51.100.0/28"},
+		Pool6:     "64:ff9b::/96",
+		Pool4:     []string{"198.51.100.0/28"},
 		Timeouts: Timeouts{
 			UDP: 1500 * time.Millisecond, ICMP: 1500 * time.Millisecond,
 			TCPEstablished: 3 * time.Second, TCPTransitory: 1500 * time.Millisecond,
