@@ -134,7 +134,7 @@ func TestMainQuickStart(t *testing.T) {
 	done := make(chan int, 1)
 	go func() {
 		done <- Main(ctx, []string{"--listen", "127.0.0.1:0", "--zone", "v6pod.test=testdata/v6pod.test.zone",
-			"--zone", "customer.test=testdata/customer.test.zone", "--store", "testdata/pods.yaml"}, &out, &errb)
+			"--zone", "customer.test=testdata/customer.test.zone", "--store", "file://testdata/pods.yaml"}, &out, &errb)
 	}()
 	eventually(t, 10*time.Second, "serving line", func() bool { return strings.Contains(out.String(), "serving on") })
 	cancel()

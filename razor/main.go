@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -97,6 +98,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if *storeURL != "" {
 		cfg.Store = *storeURL
+		// file://relative/pods.yaml means a path relative to the working
+		// folder (a file URL proper has three slashes).
+		if rest, ok := strings.CutPrefix(cfg.Store, "file://"); ok && !strings.HasPrefix(rest, "/") {
+			if abs, err := filepath.Abs(rest); err == nil {
+				cfg.Store = "file://" + abs
+			}
+		}
 	}
 	if *metricsAddr != "" {
 		cfg.Metrics = *metricsAddr
