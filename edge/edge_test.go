@@ -514,3 +514,55 @@ func TestListenerOnMissingAddressAndFreebind(t *testing.T) {
 		t.Errorf("the listener on a missing address reported a state: %v", states)
 	}
 }
+
+// Upstreams die under concurrent load: requests in flight on them are
+// retried elsewhere (idempotent, nothing answered yet), so none fails.
+func TestUpstreamsDyingUnderLoad(t *testing.T) {
+	t.Parallel()
+	slowish := func(name string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(time.Millisecond)
+			fmt.Fprint(w, name)
+		}
+	}
+	ups := []*upstream{startUpstream(t, "a", slowish("a")), startUpstream(t, "b", slowish("b")), startUpstream(t, "c", slowish("c"))}
+	path, url := filePath(t)
+	writePods(t, path, map[string]string{"h.test": "app"}, map[string][]*upstream{"app": ups})
+	s := startEdge(t, Config{Source: url, Defaults: App{MaxFails: 2, EjectBase: time.Minute, MaxEjected: 0.7}})
+	var stop atomic.Bool
+	var failed, sent atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := newClient()
+			for !stop.Load() {
+				req, _ := http.NewRequest("GET", "http://"+s.Addrs()[0].String()+"/", nil)
+				req.Host = "h.test"
+				resp, err := c.Do(req)
+				sent.Add(1)
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	ups[1].kill()
+	time.Sleep(100 * time.Millisecond)
+	ups[2].kill()
+	time.Sleep(200 * time.Millisecond)
+	stop.Store(true)
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Fatalf("%d of %d requests failed while upstreams died (one stayed healthy)", failed.Load(), sent.Load())
+	}
+	t.Logf("%d requests, none failed", sent.Load())
+}

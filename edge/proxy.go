@@ -170,6 +170,14 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if req.Context().Err() == nil {
 				m.upstreamErrs.WithLabelValues(st.app, "other").Inc()
 				t.s.failure(st, up)
+				// Nothing of an answer came back: an idempotent request
+				// may go to another upstream.
+				if idem && h1.NoResponse(err) && attempt < st.policy.retries() {
+					tried = append(tried, up)
+					st.retries++
+					m.retries.WithLabelValues(st.app).Inc()
+					continue
+				}
 			}
 			return nil, err
 		}

@@ -145,6 +145,14 @@ type errStale struct{ err error }
 func (e *errStale) Error() string { return "h1: reused connection failed: " + e.err.Error() }
 func (e *errStale) Unwrap() error { return e.err }
 
+// NoResponse reports whether err is a failure after which nothing of an
+// answer arrived (the connection broke or timed out before the first byte).
+// An idempotent request may then be retried elsewhere (RFC 9110, 9.2.2).
+func NoResponse(err error) bool {
+	var st *errStale
+	return errors.As(err, &st)
+}
+
 var aLongTimeAgo = time.Unix(1, 0)
 
 // RoundTrip implements http.RoundTripper for requests CanHandle accepts.
