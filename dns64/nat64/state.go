@@ -362,8 +362,8 @@ func (t *table) insert(b *bib, remote [4]byte, rport uint16, st uint32, now int6
 // allocate makes a dynamic binding for (X', x): the IPv4 address is chosen
 // by a keyed hash of X' (paired pooling, RFC 7857 section 3 / RFC 6888
 // REQ-2), falling over to the next addresses when its ports are used up;
-// the port is RFC 6056 algorithm 1 (a random start, then sequential
-// probing) within the address's configured range. t.mu held.
+// the port is chosen at random within the address's configured range
+// (RFC 6056 algorithms 2, then 1). t.mu held.
 func (t *table) allocate(proto uint8, v6 [16]byte, port6 uint16) (*bib, bool) {
 	pool := t.cfg.pool4
 	h := t.secret
@@ -379,12 +379,14 @@ func (t *table) allocate(proto uint8, v6 [16]byte, port6 uint16) (*bib, bool) {
 		if int(t.used[protoIndex(proto)][i]) >= span {
 			continue // full: do not probe it
 		}
-		start := t.rng.IntN(span)
-		for j := 0; j < span; j++ {
-			port := p.lo + uint16((start+j)%span)
+		// RFC 6056 algorithm 2 (a fresh random port per try) for a few
+		// tries, which stays fast when the range is crowded; then
+		// algorithm 1's sequential probing from a random start, which
+		// finds the last free ports.
+		try := func(port uint16) *bib {
 			k4 := makeBibKey4(proto, p.addr, port)
 			if _, used := t.bib4[k4]; used {
-				continue
+				return nil
 			}
 			b := &bib{v6: v6, port6: port6, v4: p.addr, port4: port, proto: proto}
 			t.bib6[makeBibKey6(proto, v6[:], port6)] = b
@@ -393,7 +395,18 @@ func (t *table) allocate(proto uint8, v6 [16]byte, port6 uint16) (*bib, bool) {
 			t.portsInUse[i]++
 			t.used[protoIndex(proto)][i]++
 			t.log.binding(true, t.now(), b)
-			return b, true
+			return b
+		}
+		for j := 0; j < 32; j++ {
+			if b := try(p.lo + uint16(t.rng.IntN(span))); b != nil {
+				return b, true
+			}
+		}
+		start := t.rng.IntN(span)
+		for j := 0; j < span; j++ {
+			if b := try(p.lo + uint16((start+j)%span)); b != nil {
+				return b, true
+			}
 		}
 	}
 	return nil, false
