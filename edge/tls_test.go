@@ -161,6 +161,11 @@ func TestHTTP2EndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	ca.issue(t, filepath.Join(dir, "shop.pem"), "www.shop.test")
 	up := startUpstream(t, "up", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "POST" {
+			b, _ := io.ReadAll(r.Body)
+			io.WriteString(w, "got "+string(b))
+			return
+		}
 		io.WriteString(w, r.Header.Get("X-Forwarded-Proto")+" "+r.Proto)
 	})
 	path, url := filePath(t)
@@ -190,6 +195,16 @@ func TestHTTP2EndToEnd(t *testing.T) {
 	resp.Body.Close()
 	if resp.ProtoMajor != 2 || string(b) != "https HTTP/1.1" {
 		t.Fatalf("client proto %s, upstream saw %q", resp.Proto, b)
+	}
+	// A request body over h2 (the net/http.Transport path).
+	resp, err = c.Post("https://www.shop.test/", "text/plain", strings.NewReader("body over h2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || string(b) != "got body over h2" {
+		t.Fatalf("POST over h2: %s %q", resp.Proto, b)
 	}
 	// h2c (prior knowledge) on the plain listener.
 	var p http.Protocols
