@@ -12,8 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/yaml.v3"
 
+	"github.com/v6pod/v6pod/edge/announce"
 	"github.com/v6pod/v6pod/internal/addr"
 )
 
@@ -62,6 +64,9 @@ type Config struct {
 	// Metrics is the address of the Prometheus /metrics listener; empty:
 	// none.
 	Metrics string `yaml:"metrics"`
+	// BGP, when set, announces the cluster VIP to the access tier
+	// (p4access) while the translator is healthy (bgp.go).
+	BGP *announce.Config `yaml:"bgp"`
 
 	// checked values, filled by Validate
 	prefix           addr.NAT64Prefix
@@ -69,6 +74,7 @@ type Config struct {
 	static           []staticBinding
 	addressDependent bool
 	allowShort       bool
+	collectors       []prometheus.Collector // more metrics for /metrics (the BGP speaker's)
 }
 
 // Timeouts are session lifetimes.

@@ -93,6 +93,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
+	if cfg.BGP != nil {
+		if err := ValidateBGP(cfg.BGP); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 2
+		}
+	}
 	if *checkOnly {
 		fmt.Fprintln(stdout, "nat64: configuration is valid")
 		return 0
@@ -106,7 +112,16 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer n.Close()
-	if err := n.Run(ctx); err != nil {
+	run := n.Run
+	if cfg.BGP != nil {
+		a, err := NewAnnouncer(*cfg.BGP, n, log)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		run = a.Run
+	}
+	if err := run(ctx); err != nil {
 		log.Error("nat64 failed", "err", err)
 		return 1
 	}

@@ -71,6 +71,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 func (t *Translator) Registry() *prometheus.Registry {
 	r := prometheus.NewRegistry()
 	r.MustRegister(newCollector(t))
+	for _, c := range t.cfg.collectors {
+		r.MustRegister(c)
+	}
 	return r
 }
 
