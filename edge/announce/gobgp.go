@@ -25,6 +25,11 @@ var (
 func (s *Speaker) startBGP(ctx context.Context) error {
 	s.bgp = server.NewBgpServer(server.LoggerOption(&bgpLogger{l: s.log.With("component", "gobgp")}))
 	go s.bgp.Serve()
+	// GoBGP's StartBgp writes two package globals (table.SelectionOptions,
+	// table.UseMultiplePaths) that every BgpServer of the process reads:
+	// with several speakers in one process (tests) the race detector
+	// reports it. The values written are always the same defaults here,
+	// and a daemon runs one speaker.
 	port := int32(-1) // never listen (and never on 179)
 	if s.cfg.ListenPort != 0 {
 		port = int32(s.cfg.ListenPort)
