@@ -91,9 +91,9 @@ func BenchmarkSessionCreate(b *testing.B) {
 	pkt := ip6(0, 17, 64, c6, s6, udpSeg(c6, s6, 1, 53, nil))
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		pkt[8+15] = byte(i >> 16)
-		pkt[8+14] = byte(i >> 24)
-		pkt[40], pkt[41] = byte(i>>8), byte(i)
+		// 256 source ports per client, a new client every 256 sessions
+		pkt[8+15], pkt[8+14], pkt[8+13] = byte(i>>8), byte(i>>16), byte(i>>24)
+		pkt[40], pkt[41] = 4, byte(i)
 		p.Translate6to4(pkt, out) // checksum is wrong but not checked on this path
 	}
 }

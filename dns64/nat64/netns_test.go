@@ -163,6 +163,29 @@ func startNAT(t *testing.T, tp topo, cfg Config, opts ...Option) *NAT {
 	return n
 }
 
+func freePort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestNetnsNoRoutes: the device is created and up, and no route is added.
+func TestNetnsNoRoutes(t *testing.T) {
+	t.Parallel()
+	tp := newTopo(t)
+	startNAT(t, tp, Config{TUN: "nat64n", Pool6: "64:ff9b::/96", Pool4: []string{"198.51.100.0/28"}, NoRoutes: true, Queues: 1})
+	link := run(t, "ip", "-n", tp.trans, "link", "show", "nat64n")
+	if !strings.Contains(link, "UP") || !strings.Contains(link, "mtu 1500") {
+		t.Fatalf("link: %s", link)
+	}
+	if r := run(t, "ip", "-n", tp.trans, "-6", "route", "show", "dev", "nat64n") + run(t, "ip", "-n", tp.trans, "-4", "route", "show", "dev", "nat64n"); strings.Contains(r, "64:ff9b") || strings.Contains(r, "198.51.100") {
+		t.Fatalf("routes added despite no_routes:\n%s", r)
+	}
+}
+
 func drops(tr *Translator) (d [numDrops]uint64) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
@@ -187,16 +210,18 @@ func waitFor(t *testing.T, what string, d time.Duration, f func() bool) {
 
 func TestNetnsTraffic(t *testing.T) {
 	requireRoot(t)
-	t.Run("offload", func(t *testing.T) { testTraffic(t, false) })
-	t.Run("no-offload", func(t *testing.T) { testTraffic(t, true) })
+	t.Run("offload", func(t *testing.T) { t.Parallel(); testTraffic(t, false) })
+	t.Run("no-offload", func(t *testing.T) { t.Parallel(); testTraffic(t, true) })
 }
 
 func testTraffic(t *testing.T, noOffload bool) {
 	tp := newTopo(t)
 	blog := &syncBuf{}
+	metricsAddr := freePort(t)
 	n := startNAT(t, tp, Config{
 		TUN:       "nat64t",
 		NoOffload: noOffload,
+		Metrics:   metricsAddr,
 		Pool6:     "64:ff9b::/96",
 		Pool4:     []string{"198.51.100.0/28"},
 		Timeouts: Timeouts{
@@ -374,6 +399,28 @@ func testTraffic(t *testing.T, noOffload bool) {
 		})
 	})
 	udpConn.Close()
+
+	t.Run("metrics", func(t *testing.T) {
+		var body string
+		waitFor(t, "/metrics", 5*time.Second, func() bool {
+			resp, err := http.Get("http://" + metricsAddr + "/metrics")
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			body = string(b)
+			return true
+		})
+		for _, want := range []string{`nat64_sessions{proto="udp"} 1`, `nat64_translations_total{direction="4to6"}`, `nat64_pool4_ports{address="198.51.100.15"} 64512`, `nat64_drops_total{reason="syn_rate"} 0`} {
+			if !strings.Contains(body, want) {
+				t.Errorf("/metrics lacks %q", want)
+			}
+		}
+		if strings.Contains(body, "go_goroutines") {
+			t.Error("process-global metrics leaked into the registry")
+		}
+	})
 
 	t.Run("session expiry", func(t *testing.T) {
 		tcp, udp, icmp := tr.Sessions()

@@ -292,13 +292,13 @@ func TestMemoryPerSession(t *testing.T) {
 	cfg.MaxSessionsPerClient = -1
 	tr, p, _ := newTestTranslator(t, cfg)
 	out := make([]byte, 2000)
-	const n = 60000
+	const n = 100000
 	pkts := make([][]byte, n)
 	for i := range pkts {
 		src := a6("2001:db8::")
-		binary.BigEndian.PutUint32(src[12:], uint32(i/30000))
+		binary.BigEndian.PutUint32(src[12:], uint32(i/50000))
 		d6 := a6("64:ff9b::c000:201")
-		pkts[i] = ip6(0, 17, 64, src, d6, udpSeg(src, d6, uint16(1024+i%30000), 53, nil))
+		pkts[i] = ip6(0, 17, 64, src, d6, udpSeg(src, d6, uint16(1024+i%50000), 53, nil))
 	}
 	var m0, m1 runtime.MemStats
 	runtime.GC()

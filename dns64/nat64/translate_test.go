@@ -230,3 +230,34 @@ func TestTranslationTable(t *testing.T) {
 		}
 	}
 }
+
+// RFC 6052 section 2.2: any prefix length works; with /40 the IPv4
+// address straddles the u octet (bits 64-71 stay zero).
+func TestPrefixLengths(t *testing.T) {
+	for _, tc := range []struct{ prefix, server string }{
+		{"2001:db8::/32", "2001:db8:c000:201::"},
+		{"2001:db8:100::/40", "2001:db8:1c0:2:1::"},
+		{"2001:db8:122::/48", "2001:db8:122:c000:2:100::"},
+		{"2001:db8:122:300::/56", "2001:db8:122:3c0:0:201::"},
+		{"2001:db8:122:344::/64", "2001:db8:122:344:c0:2:100:0"},
+		{"64:ff9b::/96", "64:ff9b::c000:201"},
+	} {
+		cfg := testConfig()
+		cfg.Pool6 = tc.prefix
+		_, p, _ := newTestTranslator(t, cfg)
+		out := make([]byte, 2000)
+		srv := a6(tc.server)
+		data := []byte("rfc6052")
+		p.ipID = 0x1233
+		r := p.Translate6to4(ip6(0, 17, 64, c6, srv, udpSeg(c6, srv, 1234, 53, data)), out)
+		want := ip4(0, 0x1234, 0, 63, 17, p4, s4, udpSeg(p4, s4, 40000, 53, data))
+		if r.Verdict != Forward || !bytes.Equal(out[:r.Len], want) {
+			t.Errorf("%s: 6to4 %+v (%s)", tc.prefix, r, r.ReasonName())
+		}
+		r = p.Translate4to6(ip4(0, 1, 0, 64, 17, s4, p4, udpSeg(s4, p4, 53, 40000, data)), out)
+		want = ip6(0, 17, 63, srv, c6, udpSeg(srv, c6, 53, 1234, data))
+		if r.Verdict != Forward || !bytes.Equal(out[:r.Len], want) {
+			t.Errorf("%s: 4to6 %+v (%s)\n got %x\nwant %x", tc.prefix, r, r.ReasonName(), out[:r.Len], want)
+		}
+	}
+}
