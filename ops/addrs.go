@@ -64,19 +64,26 @@ func reservedRange(a netip.Addr) string {
 // form internal/addr accepts, naming the bad one.
 func parseAddrs(what string, ss []string) ([]netip.Addr, error) {
 	out := make([]netip.Addr, 0, len(ss))
-	seen := map[netip.Addr]bool{}
 	for _, s := range ss {
 		a, err := addr.Parse(s)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", what, err)
+			return nil, usagef("%s: %v", what, err)
 		}
-		if seen[a] {
-			return nil, fmt.Errorf("%s: %s given twice", what, a)
-		}
-		seen[a] = true
 		out = append(out, a)
 	}
-	return out, nil
+	return out, noDup(what, out)
+}
+
+// noDup refuses an address given twice on the command line.
+func noDup(what string, as []netip.Addr) error {
+	seen := map[netip.Addr]bool{}
+	for _, a := range as {
+		if seen[a] {
+			return usagef("%s: address %s given twice", what, a)
+		}
+		seen[a] = true
+	}
+	return nil
 }
 
 // checkNewAddr checks an address about to be added to pool: not from a
@@ -102,7 +109,7 @@ func checkNewAddr(d *model.Document, pool string, a netip.Addr, allowReserved bo
 func checkFamily(pool, list string, as []netip.Addr) error {
 	for _, a := range as {
 		if a.Is4() != (list == "v4") {
-			return fmt.Errorf("pool %s: %s: %s is not an %s address", pool, list, a, map[bool]string{true: "IPv4", false: "IPv6"}[list == "v4"])
+			return usagef("pool %s: %s: %s is not an %s address", pool, list, a, map[bool]string{true: "IPv4", false: "IPv6"}[list == "v4"])
 		}
 	}
 	return nil

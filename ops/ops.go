@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"slices"
 	"strings"
@@ -56,13 +57,27 @@ type env struct {
 	parseOnly bool
 }
 
-// usageError is a wrong command line: exit code 2.
-type usageError struct{ msg string }
+// usageError is a wrong command line: exit code 2. help names the
+// command whose --help explains it ("" for ops itself).
+type usageError struct{ msg, help string }
 
 func (e *usageError) Error() string { return e.msg }
 
+// hintError is an error followed by what to do about it, also printed when
+// the command was interrupted.
+type hintError struct {
+	err  error
+	hint string
+}
+
+func (e *hintError) Error() string { return e.err.Error() + "\n" + e.hint }
+func (e *hintError) Unwrap() error { return e.err }
+
+// ExitInterrupted is the exit code after Ctrl-C (128 + SIGINT).
+const ExitInterrupted = 130
+
 func usagef(format string, args ...any) error {
-	return &usageError{fmt.Sprintf(format, args...)}
+	return &usageError{msg: fmt.Sprintf(format, args...)}
 }
 
 // command is one `ops <noun> <verb>`.
@@ -77,7 +92,6 @@ type command struct {
 	write   bool                       // has --dry-run
 	flags   func(*flag.FlagSet, *opts) // the command's own flags
 	run     func(*call) error          // does it
-	noStore bool                       // runs without a store
 	raw     func(*call, []string) int  // takes its arguments unparsed
 	prep    func([]string) []string    // rewrites the arguments before parsing
 }
@@ -145,13 +159,25 @@ func run(ctx context.Context, e *env, args []string) int {
 	err := dispatch(ctx, e, args)
 	var ue *usageError
 	var code exitCode
+	var hint *hintError
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return ExitOK
 	case errors.As(err, &code):
 		return int(code)
+	case ctx.Err() != nil && errors.Is(err, context.Canceled):
+		fmt.Fprintln(e.stderr, "ops: interrupted")
+		if errors.As(err, &hint) {
+			fmt.Fprintln(e.stderr, hint.hint)
+		}
+		return ExitInterrupted
 	case errors.As(err, &ue):
 		fmt.Fprintf(e.stderr, "ops: %v\n", err)
+		if ue.help != "" {
+			fmt.Fprintf(e.stderr, "see 'ops %s --help'\n", ue.help)
+		} else {
+			fmt.Fprintln(e.stderr, "see 'ops --help'")
+		}
 		return ExitUsage
 	default:
 		fmt.Fprintf(e.stderr, "ops: %v\n", err)
@@ -175,7 +201,6 @@ func dispatch(ctx context.Context, e *env, args []string) error {
 			mainUsage(e.stdout)
 			return err
 		}
-		mainUsage(e.stderr)
 		return usagef("%v", err)
 	}
 	words := fs.Args()
@@ -225,21 +250,19 @@ func dispatch(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if err != nil {
-		commandUsage(e.stderr, cmd, cfs)
-		return usagef("%s: %v", cmd.name, err)
+		return &usageError{fmt.Sprintf("%s: %v", cmd.name, err), cmd.name}
 	}
 	c.o.set = map[string]bool{}
 	cfs.Visit(func(f *flag.Flag) { c.o.set[f.Name] = true })
 	if len(pos) < cmd.min || cmd.max >= 0 && len(pos) > cmd.max {
-		commandUsage(e.stderr, cmd, cfs)
 		want := cmd.args
 		if want == "" {
 			want = "no arguments"
 		}
-		return usagef("%s: want %s, got %d argument(s)", cmd.name, want, len(pos))
+		return &usageError{fmt.Sprintf("%s: want %s, got %d argument(s)", cmd.name, want, len(pos)), cmd.name}
 	}
 	if cmd.read && c.o.output != "table" && c.o.output != "json" {
-		return usagef("%s: -o %q: want table or json", cmd.name, c.o.output)
+		return &usageError{fmt.Sprintf("%s: -o %q: want table or json", cmd.name, c.o.output), cmd.name}
 	}
 	c.args = pos
 	if e.parseOnly {
@@ -250,7 +273,11 @@ func dispatch(ctx context.Context, e *env, args []string) error {
 			c.st.Close()
 		}
 	}()
-	return cmd.run(c)
+	err = cmd.run(c)
+	if ue, ok := err.(*usageError); ok && ue.help == "" {
+		ue.help = cmd.name
+	}
+	return err
 }
 
 // exitCode ends a command with that code, having printed its own message.
@@ -284,9 +311,8 @@ func unknown(e *env, words []string) error {
 			}
 			return usagef("%s: which one? %s", words[0], strings.Join(verbs, ", "))
 		}
-		return usagef("%s %s: unknown command; %s has: %s", words[0], words[1], words[0], strings.Join(verbs, ", "))
+		return &usageError{fmt.Sprintf("%s %s: unknown command; %s has: %s", words[0], words[1], words[0], strings.Join(verbs, ", ")), words[0]}
 	}
-	mainUsage(e.stderr)
 	return usagef("%s: unknown command", words[0])
 }
 
@@ -361,10 +387,19 @@ func (c *call) store() (store.Store, error) {
 	}
 	st, err := store.Open(u, store.Options{})
 	if err != nil {
-		return nil, err
+		return nil, usagef("%v", err)
 	}
 	c.st = st
 	return st, nil
+}
+
+// missingFile returns the path of a file store whose file does not exist
+// yet, or "".
+func (c *call) missingFile() string {
+	if f, ok := c.st.(*store.File); ok && !f.Exists() {
+		return f.Path()
+	}
+	return ""
 }
 
 func (c *call) opCtx() (context.Context, context.CancelFunc) {
@@ -374,21 +409,42 @@ func (c *call) opCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(c.ctx, c.e.timeout)
 }
 
-// load reads the current document.
+// load reads the current document for a view. A missing store file is
+// an empty store, with a warning. Bad keys (Consul) are left out, each
+// with a warning naming it: the rest is shown, and the repairs work.
 func (c *call) load() (*model.Document, error) {
-	st, err := c.store()
+	d, probs, err := c.loadPartial()
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := c.opCtx()
-	defer cancel()
-	return st.Load(ctx)
+	if path := c.missingFile(); path != "" {
+		fmt.Fprintf(c.e.stderr, "ops: warning: store file %s does not exist; showing an empty store\n", path)
+	}
+	for _, p := range probs {
+		fmt.Fprintf(c.e.stderr, "ops: warning: %s; left out\n", p)
+	}
+	if len(probs) > 0 {
+		fmt.Fprintln(c.e.stderr, "ops: warning: the store holds bad data, which razor refuses: repair it with ops pool delete / ops route delete of the bad key, or ops import")
+	}
+	return d, nil
 }
 
-// update changes the store with check-and-set. With --dry-run it prints
-// the diff and writes nothing. It reports whether anything changed, and
+func (c *call) loadPartial() (*model.Document, []store.Problem, error) {
+	st, err := c.store()
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := c.opCtx()
+	defer cancel()
+	return store.LoadPartial(ctx, st)
+}
+
+// update changes the store with check-and-set; opts go to Store.Update.
+// With --dry-run the store runs every check and writes nothing, and the
+// diff is printed. A conflict (someone wrote in between) is retried: fn
+// runs again on the fresh data. It reports whether anything changed, and
 // the document as written (nil for a dry run).
-func (c *call) update(fn func(*model.Document) error) (*model.Document, bool, error) {
+func (c *call) update(fn func(*model.Document) error, opts ...store.UpdateOption) (*model.Document, bool, error) {
 	st, err := c.store()
 	if err != nil {
 		return nil, false, err
@@ -403,19 +459,35 @@ func (c *call) update(fn func(*model.Document) error) (*model.Document, bool, er
 		after.Normalize()
 		return nil
 	}
-	ctx, cancel := c.opCtx()
-	defer cancel()
 	if c.o.dryRun {
-		d, err := st.Load(ctx)
-		if err != nil {
+		opts = append(opts, store.DryRun())
+	}
+	creating := c.missingFile()
+	var d *model.Document
+	for try := 1; ; try++ {
+		ctx, cancel := c.opCtx()
+		d, err = st.Update(ctx, apply, opts...)
+		cancel()
+		if !errors.Is(err, store.ErrConflict) || try == conflictTries {
+			break
+		}
+		// Someone else wrote in between: back off a little (jittered, so
+		// two operators do not collide again) and redo the change.
+		if err := c.e.sleep(c.ctx, time.Duration(try)*50*time.Millisecond+time.Duration(rand.Int64N(int64(50*time.Millisecond)))); err != nil {
 			return nil, false, err
 		}
-		if err := apply(d); err != nil {
-			return nil, false, err
-		}
-		if err := after.Validate(); err != nil {
-			return nil, false, fmt.Errorf("the change is not valid: %w", err)
-		}
+	}
+	if errors.Is(err, store.ErrConflict) {
+		return nil, false, fmt.Errorf("conflict: others kept writing to %s at the same time (%d tries); nothing of this change was written; run it again", st, conflictTries)
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	same, err := model.Equal(before, after)
+	if err != nil {
+		return nil, false, err
+	}
+	if c.o.dryRun {
 		diff, err := docDiff(before, after)
 		if err != nil {
 			return nil, false, err
@@ -425,18 +497,17 @@ func (c *call) update(fn func(*model.Document) error) (*model.Document, bool, er
 		} else {
 			fmt.Fprintf(c.e.stdout, "%sdry run: nothing written\n", diff)
 		}
-		return nil, diff != "", nil
+		return nil, !same, nil
 	}
-	d, err := st.Update(ctx, apply)
-	if errors.Is(err, store.ErrConflict) {
-		return nil, false, fmt.Errorf("%w (someone else wrote to %s at the same time; nothing of this change was written)", err, st)
+	if creating != "" && !same {
+		fmt.Fprintf(c.e.stderr, "ops: created the store file %s\n", creating)
 	}
-	if err != nil {
-		return nil, false, err
-	}
-	same, err := sameDoc(before, after)
-	return d, !same, err
+	return d, !same, nil
 }
+
+// conflictTries is how often update tries a change that keeps meeting
+// conflicts.
+const conflictTries = 3
 
 // done prints the result of a write (nothing for a dry run).
 func (c *call) done(d *model.Document, changed bool, format string, args ...any) {
@@ -445,7 +516,7 @@ func (c *call) done(d *model.Document, changed bool, format string, args ...any)
 	}
 	msg := fmt.Sprintf(format, args...)
 	if !changed {
-		fmt.Fprintf(c.e.stdout, "%s: already so, nothing written\n", msg)
+		fmt.Fprintf(c.e.stdout, "%s: no change; nothing written\n", msg)
 		return
 	}
 	fmt.Fprintf(c.e.stdout, "%s (version %d)\n", msg, d.Version)

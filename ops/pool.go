@@ -7,8 +7,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/v6pod/v6pod/internal/model"
+	"github.com/v6pod/v6pod/internal/store"
 )
 
 func init() {
@@ -83,13 +85,15 @@ func routesUsing(d *model.Document, pool string) []*model.Route {
 	return rs
 }
 
-func rotationSummary(p *model.Pool) string {
+func rotationSummary(d *model.Document, p *model.Pool) string {
 	r := p.Rotation
 	if r == nil {
 		return ""
 	}
 	phase := "adding"
-	if r.DrainedAt != "" {
+	if until, ok := rotationUntil(d, p); ok {
+		phase = "waiting until " + until.UTC().Round(time.Second).Format(time.RFC3339)
+	} else if r.DrainedAt != "" {
 		phase = "waiting since " + r.DrainedAt
 	}
 	return fmt.Sprintf("out %s in %s (%s)", addrStrings(r.Out), addrStrings(r.In), phase)
@@ -112,7 +116,7 @@ func poolList(c *call) error {
 	for i := range d.Pools {
 		p := &d.Pools[i]
 		t.row(p.Name, p.Edge, p.Site, string(p.State), strconv.Itoa(int(p.Weight)),
-			strconv.Itoa(len(p.V4)), strconv.Itoa(len(p.V6)), strconv.Itoa(len(p.Drain)), rotationSummary(p))
+			strconv.Itoa(len(p.V4)), strconv.Itoa(len(p.V6)), strconv.Itoa(len(p.Drain)), rotationSummary(d, p))
 	}
 	return t.flush()
 }
@@ -139,7 +143,7 @@ func poolShow(c *call) error {
 	kv.row("STATE", string(p.State))
 	kv.row("WEIGHT", strconv.Itoa(int(p.Weight)))
 	kv.row("ROUTES", strings.Join(routes, ","))
-	kv.row("ROTATION", rotationSummary(p))
+	kv.row("ROTATION", rotationSummary(d, p))
 	if err := kv.flush(); err != nil {
 		return err
 	}
@@ -159,8 +163,11 @@ func poolShow(c *call) error {
 // addrStatus says what razor does with an address of the pool.
 func addrStatus(p *model.Pool, a netip.Addr) string {
 	s := "eligible"
-	if slices.Contains(p.Drain, a) {
+	switch {
+	case slices.Contains(p.Drain, a):
 		s = "drained"
+	case p.State != model.Active:
+		s = "not handed out (pool " + string(p.State) + ")"
 	}
 	if r := p.Rotation; r != nil {
 		switch {
@@ -207,8 +214,8 @@ func poolCreate(c *call) error {
 		return err
 	}
 	all := slices.Concat(v4, v6, more)
-	if dup := firstDup(all); dup.IsValid() {
-		return fmt.Errorf("pool %s: address %s given twice", name, dup)
+	if err := noDup("pool "+name, all); err != nil {
+		return err
 	}
 	d, changed, err := c.update(func(d *model.Document) error {
 		if d.Pool(name) != nil {
@@ -235,21 +242,20 @@ func poolCreate(c *call) error {
 	return nil
 }
 
-func firstDup(as []netip.Addr) netip.Addr {
-	seen := map[netip.Addr]bool{}
-	for _, a := range as {
-		if seen[a] {
-			return a
-		}
-		seen[a] = true
-	}
-	return netip.Addr{}
-}
-
 func poolDelete(c *call) error {
 	name := c.args[0]
+	// A pool whose key holds bad data (Consul) is deleted by deleting the
+	// key; the rest of the store is read tolerantly for that.
+	var opts []store.UpdateOption
+	bad, err := badKey(c, "pools", name)
+	if err != nil {
+		return err
+	}
+	if bad != "" {
+		opts = append(opts, store.DropBad(bad))
+	}
 	d, changed, err := c.update(func(d *model.Document) error {
-		if _, err := getPool(d, name); err != nil {
+		if _, err := getPool(d, name); err != nil && bad == "" {
 			return err
 		}
 		if rs := routesUsing(d, name); len(rs) > 0 {
@@ -261,9 +267,12 @@ func poolDelete(c *call) error {
 		}
 		d.Pools = slices.DeleteFunc(d.Pools, func(p model.Pool) bool { return p.Name == name })
 		return nil
-	})
+	}, opts...)
 	if err != nil {
 		return err
+	}
+	if bad != "" {
+		changed = true // the bad key went, though the document did not hold it
 	}
 	c.done(d, changed, "pool %s: deleted", name)
 	return nil
@@ -405,6 +414,9 @@ func poolDrain(c *call) error {
 		if err := mustBeInPool(p, as); err != nil {
 			return err
 		}
+		if err := notRotating(p, as); err != nil {
+			return err
+		}
 		for _, a := range as {
 			if !slices.Contains(p.Drain, a) {
 				p.Drain = append(p.Drain, a)
@@ -444,4 +456,22 @@ func poolUndrain(c *call) error {
 	}
 	c.done(d, changed, "pool %s: undrained %s", name, addrStrings(as))
 	return nil
+}
+
+// badKey returns the store key of the named object when a tolerant read
+// found it bad (Consul), or "".
+func badKey(c *call, kind, name string) (string, error) {
+	_, probs, err := c.loadPartial()
+	if err != nil {
+		return "", err
+	}
+	for _, p := range probs {
+		if p.Kind != kind {
+			continue
+		}
+		if p.Name == name || kind == "routes" && model.CanonicalName(p.Name) == model.CanonicalName(name) {
+			return p.Key, nil
+		}
+	}
+	return "", nil
 }

@@ -112,8 +112,8 @@ func poolRotate(c *call) error {
 		if err != nil {
 			return err
 		}
-		if dup := firstDup(slices.Concat(out, in)); dup.IsValid() {
-			return usagef("pool rotate %s: %s is both in --out and --in", name, dup)
+		if i := slices.IndexFunc(out, func(a netip.Addr) bool { return slices.Contains(in, a) }); i >= 0 {
+			return usagef("pool rotate %s: %s is both in --out and --in", name, out[i])
 		}
 		if err := rotateStart(c, name, out, in); err != nil || c.o.dryRun {
 			return err
@@ -123,16 +123,17 @@ func poolRotate(c *call) error {
 		n  int
 		fn func(*call, string) error
 	}{{stepStart, nil}, {stepDrain, rotateDrain}, {stepWait, rotateWait}, {stepFinish, rotateFinish}} {
+		hint := "the store is consistent; finish with: ops pool rotate --resume " + name
 		if step.fn != nil {
 			if err := step.fn(c, name); err != nil {
-				return fmt.Errorf("%w\nthe store is consistent; finish with: ops pool rotate --resume %s", err, name)
+				return &hintError{err, hint}
 			}
 		} else if c.o.resume {
 			continue
 		}
 		if c.e.afterStep != nil {
 			if err := c.e.afterStep(step.n); err != nil {
-				return fmt.Errorf("pool %s: rotation stopped after step %d: %w\nthe store is consistent; finish with: ops pool rotate --resume %s", name, step.n, err, name)
+				return &hintError{fmt.Errorf("pool %s: rotation stopped after step %d: %w", name, step.n, err), hint}
 			}
 		}
 	}
@@ -148,7 +149,7 @@ func rotateStart(c *call, name string, out, in []netip.Addr) error {
 			return err
 		}
 		if p.Rotation != nil {
-			return fmt.Errorf("pool %s: a rotation is already in progress (%s); finish it with ops pool rotate --resume %s, or --abort it", name, rotationSummary(p), name)
+			return fmt.Errorf("pool %s: a rotation is already in progress (%s); finish it with ops pool rotate --resume %s, or --abort it", name, rotationSummary(d, p), name)
 		}
 		if err := mustBeInPool(p, out); err != nil {
 			return err
@@ -160,6 +161,9 @@ func rotateStart(c *call, name string, out, in []netip.Addr) error {
 			addTo(p, a)
 		}
 		p.Rotation = &model.Rotation{Out: out, In: in}
+		if c.o.waitSet {
+			p.Rotation.Wait = c.o.wait.String()
+		}
 		return nil
 	})
 	if err != nil {
@@ -176,13 +180,20 @@ func rotateDrain(c *call, name string) error {
 		if err != nil {
 			return err
 		}
-		for _, a := range p.Rotation.Out {
+		r := p.Rotation
+		if r.DrainedAt != "" {
+			return nil // done before an interruption
+		}
+		for _, a := range r.Out {
 			if inPool(p, a) && !slices.Contains(p.Drain, a) {
 				p.Drain = append(p.Drain, a)
+				r.Drained = append(r.Drained, a)
 			}
 		}
-		if p.Rotation.DrainedAt == "" {
-			p.Rotation.DrainedAt = c.e.now().UTC().Format(time.RFC3339Nano)
+		r.DrainedAt = c.e.now().UTC().Format(time.RFC3339Nano)
+		r.TTL = maxTTL(d, name)
+		if c.o.waitSet {
+			r.Wait = c.o.wait.String()
 		}
 		return nil
 	})
@@ -204,8 +215,48 @@ func rotating(d *model.Document, name string) (*model.Pool, error) {
 	return p, nil
 }
 
-// rotateWait waits until twice the largest TTL of the routes using the pool
-// has passed since the outgoing addresses were drained.
+// minRotationWait is the wait after draining when no route uses the pool
+// (nothing says how long resolvers may cache its addresses).
+const minRotationWait = 60 * time.Second
+
+// maxTTL is the largest TTL of the routes using the pool.
+func maxTTL(d *model.Document, pool string) uint32 {
+	var ttl uint32
+	for _, r := range routesUsing(d, pool) {
+		ttl = max(ttl, r.TTL)
+	}
+	return ttl
+}
+
+// rotationWait is how long the rotation of p waits after draining, and
+// why: the --wait recorded, or twice the largest TTL of the pool's routes
+// (the larger of the one recorded at drain time and today's), or the floor
+// when no route uses the pool.
+func rotationWait(d *model.Document, p *model.Pool) (time.Duration, string) {
+	r := p.Rotation
+	if w, err := time.ParseDuration(r.Wait); r.Wait != "" && err == nil {
+		return w, "--wait " + r.Wait
+	}
+	ttl := max(r.TTL, maxTTL(d, p.Name))
+	if ttl == 0 {
+		return minRotationWait, fmt.Sprintf("no route uses the pool: the minimum, %s", minRotationWait)
+	}
+	return 2 * time.Duration(ttl) * time.Second, fmt.Sprintf("twice the largest TTL, %ds", ttl)
+}
+
+// rotationUntil is when the rotation of p may remove the outgoing
+// addresses; false before they are drained.
+func rotationUntil(d *model.Document, p *model.Pool) (time.Time, bool) {
+	since, err := time.Parse(time.RFC3339, p.Rotation.DrainedAt)
+	if err != nil {
+		return time.Time{}, false
+	}
+	wait, _ := rotationWait(d, p)
+	return since.Add(wait), true
+}
+
+// rotateWait waits until the rotation's wait (rotationWait) has passed
+// since the outgoing addresses were drained.
 func rotateWait(c *call, name string) error {
 	d, err := c.load()
 	if err != nil {
@@ -219,12 +270,7 @@ func rotateWait(c *call, name string) error {
 	if err != nil {
 		return fmt.Errorf("pool %s: rotation: drained_at %q: %v", name, p.Rotation.DrainedAt, err)
 	}
-	var ttl uint32
-	for _, r := range routesUsing(d, name) {
-		ttl = max(ttl, r.TTL)
-	}
-	wait := 2 * time.Duration(ttl) * time.Second
-	why := fmt.Sprintf("twice the largest TTL, %ds", ttl)
+	wait, why := rotationWait(d, p)
 	if c.o.waitSet {
 		wait, why = c.o.wait, "--wait"
 	}
@@ -298,21 +344,40 @@ func rotateFinish(c *call, name string) error {
 	return nil
 }
 
-// rotateAbort undrains the outgoing addresses and drops the record; the
-// incoming addresses stay (they may have been handed out already).
+// rotateAbort undrains the outgoing addresses the rotation drained (not
+// those drained before it) and drops the record; the incoming addresses
+// stay (they may have been handed out already).
 func rotateAbort(c *call, name string) error {
+	var undrained, kept []netip.Addr
 	d, changed, err := c.update(func(d *model.Document) error {
 		p, err := rotating(d, name)
 		if err != nil {
 			return err
 		}
-		p.Drain = slices.DeleteFunc(p.Drain, func(a netip.Addr) bool { return slices.Contains(p.Rotation.Out, a) })
+		r := p.Rotation
+		undrained, kept = nil, nil
+		for _, a := range r.Out {
+			switch {
+			case slices.Contains(r.Drained, a):
+				undrained = append(undrained, a)
+			case slices.Contains(p.Drain, a):
+				kept = append(kept, a)
+			}
+		}
+		p.Drain = slices.DeleteFunc(p.Drain, func(a netip.Addr) bool { return slices.Contains(undrained, a) })
 		p.Rotation = nil
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	c.done(d, changed, "pool %s: rotation aborted; the outgoing addresses are handed out again, the incoming ones stay", name)
+	msg := "rotation aborted; the incoming addresses stay"
+	if len(undrained) > 0 {
+		msg += "; handed out again: " + addrStrings(undrained)
+	}
+	if len(kept) > 0 {
+		msg += "; still drained (they were before the rotation): " + addrStrings(kept)
+	}
+	c.done(d, changed, "pool %s: %s", name, msg)
 	return nil
 }

@@ -61,7 +61,7 @@ func TestRotateInterruptedAndResumed(t *testing.T) {
 				h.t = t
 				// Start over from the seed each time.
 				h.stdin = seedYAML
-				h.ok("import", "-", "--allow-reserved")
+				h.ok("import", "-", "--allow-reserved", "--force")
 				h.afterStep = func(n int) error {
 					if n == step {
 						return errors.New("injected interruption")
@@ -115,7 +115,7 @@ func TestRotateWaitResumesWithTheRemainder(t *testing.T) {
 		}
 		return nil
 	}
-	errs := h.fail(ExitFail, "context canceled", rotateArgv...)
+	errs := h.fail(ExitInterrupted, "ops: interrupted", rotateArgv...)
 	if !strings.Contains(errs, "--resume edge-ams-01") {
 		t.Errorf("no resume hint: %s", errs)
 	}

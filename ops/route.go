@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/v6pod/v6pod/internal/model"
+	"github.com/v6pod/v6pod/internal/store"
 )
 
 func init() {
@@ -96,8 +97,15 @@ func routeShow(c *call) error {
 	t := newTable(c.e.stdout, "POOL", "STATE", "WEIGHT", "ELIGIBLE V4", "ELIGIBLE V6")
 	for _, name := range r.Pools {
 		p := d.Pool(name)
-		t.row(name, string(p.State), strconv.Itoa(int(p.Weight)),
-			strconv.Itoa(len(p.Eligible(false))), strconv.Itoa(len(p.Eligible(true))))
+		switch {
+		case p == nil:
+			t.row(name, "missing", "-", "0", "0")
+		case p.State != model.Active:
+			t.row(name, string(p.State), strconv.Itoa(int(p.Weight)), "0", "0")
+		default:
+			t.row(name, string(p.State), strconv.Itoa(int(p.Weight)),
+				strconv.Itoa(len(p.Eligible(false))), strconv.Itoa(len(p.Eligible(true))))
+		}
 	}
 	return t.flush()
 }
@@ -126,15 +134,35 @@ func applyRouteFlags(o *opts, r *model.Route, all bool) {
 	}
 }
 
-func checkRouteFlags(c *call, name string) error {
+// checkRouteFlags checks the route flags on their own (exit 2); the
+// store checks the route they make.
+func checkRouteFlags(c *call, name string, create bool) error {
 	if c.o.set["answers"] && (c.o.answers < 1 || c.o.answers > model.MaxAnswers) {
 		return usagef("route %s: --answers %d: want 1 to %d", name, c.o.answers, model.MaxAnswers)
 	}
-	if c.o.ttl > model.MaxTTL {
-		return usagef("route %s: --ttl %d: above the maximum %d", name, c.o.ttl, model.MaxTTL)
+	if c.o.set["ttl"] && (c.o.ttl == 0 || c.o.ttl > model.MaxTTL) {
+		return usagef("route %s: --ttl %d: want 1 to %d seconds", name, c.o.ttl, model.MaxTTL)
 	}
 	if c.o.shard != model.ShardNone && c.o.shard != model.ShardLabel {
 		return usagef("route %s: --shard %q: want none or label", name, c.o.shard)
+	}
+	if c.o.set["shard-size"] {
+		switch {
+		case c.o.shardSize < 1:
+			return usagef("route %s: --shard-size %d: want a positive number", name, c.o.shardSize)
+		case c.o.shard != model.ShardLabel && (c.o.set["shard"] || create):
+			return usagef("route %s: --shard-size needs --shard label", name)
+		case c.o.set["answers"] && c.o.shardSize < c.o.answers:
+			return usagef("route %s: --shard-size %d: must be at least --answers (%d)", name, c.o.shardSize, c.o.answers)
+		}
+	}
+	for _, p := range c.o.pools {
+		if err := model.CheckName(p); err != nil {
+			return usagef("route %s: --pools: %v", name, err)
+		}
+	}
+	if err := noDupNames("route "+name+": --pools", c.o.pools); err != nil {
+		return err
 	}
 	return nil
 }
@@ -147,7 +175,7 @@ func routeCreate(c *call) error {
 	if len(c.o.pools) == 0 {
 		return usagef("route create %s: --pools is required", name)
 	}
-	if err := checkRouteFlags(c, name); err != nil {
+	if err := checkRouteFlags(c, name, true); err != nil {
 		return err
 	}
 	d, changed, err := c.update(func(d *model.Document) error {
@@ -180,15 +208,28 @@ func checkRoutePools(d *model.Document, r *model.Route) error {
 
 func routeDelete(c *call) error {
 	name := model.CanonicalName(c.args[0])
+	// A route whose key holds bad data (Consul) is deleted by deleting
+	// the key.
+	var opts []store.UpdateOption
+	bad, err := badKey(c, "routes", name)
+	if err != nil {
+		return err
+	}
+	if bad != "" {
+		opts = append(opts, store.DropBad(bad))
+	}
 	d, changed, err := c.update(func(d *model.Document) error {
-		if _, err := getRoute(d, name); err != nil {
+		if _, err := getRoute(d, name); err != nil && bad == "" {
 			return err
 		}
 		d.Routes = slices.DeleteFunc(d.Routes, func(r model.Route) bool { return r.Name == name })
 		return nil
-	})
+	}, opts...)
 	if err != nil {
 		return err
+	}
+	if bad != "" {
+		changed = true
 	}
 	c.done(d, changed, "route %s: deleted", name)
 	return nil
@@ -199,7 +240,7 @@ func routeSet(c *call) error {
 	if !slices.ContainsFunc([]string{"pools", "answers", "ttl", "shard", "shard-size"}, func(f string) bool { return c.o.set[f] }) {
 		return usagef("route set %s: nothing to change; give --pools, --answers, --ttl, --shard or --shard-size", name)
 	}
-	if err := checkRouteFlags(c, name); err != nil {
+	if err := checkRouteFlags(c, name, false); err != nil {
 		return err
 	}
 	d, changed, err := c.update(func(d *model.Document) error {
@@ -217,5 +258,17 @@ func routeSet(c *call) error {
 		return err
 	}
 	c.done(d, changed, "route %s: changed", name)
+	return nil
+}
+
+// noDupNames refuses a name given twice on the command line.
+func noDupNames(what string, names []string) error {
+	seen := map[string]bool{}
+	for _, n := range names {
+		if seen[n] {
+			return usagef("%s: %s given twice", what, n)
+		}
+		seen[n] = true
+	}
 	return nil
 }

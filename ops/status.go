@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 
@@ -30,23 +31,20 @@ func init() {
 // the edges/ keys: the store's when it is Consul, else --consul. It
 // returns a nil client when there is none.
 func (c *call) consulClient() (*api.Client, string, error) {
-	u := c.e.storeURL
-	if u == "" {
-		u = c.e.getenv(EnvStore)
-	}
-	if strings.HasPrefix(u, "consul://") {
+	if c.e.storeURL != "" || c.e.getenv(EnvStore) != "" {
 		st, err := c.store()
 		if err != nil {
 			return nil, "", err
 		}
-		cs := st.(*store.Consul)
-		return cs.Client(), cs.Prefix(), nil
+		if cs, ok := st.(*store.Consul); ok {
+			return cs.Client(), cs.Prefix(), nil
+		}
 	}
 	if c.e.consul == "" {
 		return nil, "", nil
 	}
 	raw := c.e.consul
-	if !strings.Contains(raw, "://") {
+	if !store.IsConsulURL(raw) {
 		if _, _, err := net.SplitHostPort(raw); err != nil {
 			return nil, "", usagef("--consul %q: want host:port or consul://host:port/prefix", raw)
 		}
@@ -80,7 +78,28 @@ type poolStatus struct {
 	V4       int             `json:"v4"`
 	V6       int             `json:"v6"`
 	Drained  int             `json:"drained"`
-	Rotation string          `json:"rotation,omitempty"`
+	Rotation *rotationStatus `json:"rotation,omitempty"`
+}
+
+// rotationStatus is an unfinished rotation in status -o json.
+type rotationStatus struct {
+	model.Rotation
+	// Until is when the outgoing addresses may be removed (RFC 3339),
+	// once they are drained.
+	Until string `json:"until,omitempty"`
+	// Summary is the ROTATION column of the table.
+	Summary string `json:"summary"`
+}
+
+func newRotationStatus(d *model.Document, p *model.Pool) *rotationStatus {
+	if p.Rotation == nil {
+		return nil
+	}
+	rs := &rotationStatus{Rotation: *p.Rotation, Summary: rotationSummary(d, p)}
+	if until, ok := rotationUntil(d, p); ok {
+		rs.Until = until.UTC().Format(time.RFC3339)
+	}
+	return rs
 }
 
 type routeStatus struct {
@@ -172,7 +191,7 @@ func status(c *call) error {
 			}
 		}
 		rep.Pools = append(rep.Pools, poolStatus{Name: p.Name, Edge: p.Edge, State: p.State, Health: h, Weight: p.Weight,
-			V4: len(p.V4), V6: len(p.V6), Drained: len(p.Drain), Rotation: rotationSummary(p)})
+			V4: len(p.V4), V6: len(p.V6), Drained: len(p.Drain), Rotation: newRotationStatus(d, p)})
 	}
 	for i := range d.Routes {
 		r := &d.Routes[i]
@@ -201,8 +220,12 @@ func printStatus(c *call, rep *statusReport) error {
 	fmt.Fprintf(w, "store %s, version %d\n\n", rep.Store, rep.Version)
 	t := newTable(w, "POOL", "EDGE", "STATE", "HEALTH", "WEIGHT", "V4", "V6", "DRAINED", "ROTATION")
 	for _, p := range rep.Pools {
+		rot := ""
+		if p.Rotation != nil {
+			rot = p.Rotation.Summary
+		}
 		t.row(p.Name, p.Edge, string(p.State), p.Health, strconv.Itoa(int(p.Weight)),
-			strconv.Itoa(p.V4), strconv.Itoa(p.V6), strconv.Itoa(p.Drained), p.Rotation)
+			strconv.Itoa(p.V4), strconv.Itoa(p.V6), strconv.Itoa(p.Drained), rot)
 	}
 	if err := t.flush(); err != nil {
 		return err

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -31,13 +33,50 @@ func DecodeStrict(r io.Reader, v any) error {
 	dec := yaml.NewDecoder(r)
 	dec.KnownFields(true)
 	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
-		return err
+		return plainYAMLError(err)
 	}
 	var extra any
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		return fmt.Errorf("more than one YAML document")
 	}
 	return nil
+}
+
+var (
+	unknownField = regexp.MustCompile(`field (\S+) not found in type \S+`)
+	goType       = regexp.MustCompile(` into (\S+)`)
+)
+
+// plainYAMLError rewrites yaml.v3's messages without Go type names: an
+// operator reads `unknown key "bogus"`, not "field bogus not found in
+// type model.Document".
+func plainYAMLError(err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	msgs := make([]string, len(te.Errors))
+	for i, m := range te.Errors {
+		m = unknownField.ReplaceAllString(m, `unknown key "$1"`)
+		m = goType.ReplaceAllStringFunc(m, func(s string) string {
+			t := strings.TrimPrefix(s, " into ")
+			switch {
+			case strings.HasPrefix(t, "[]"):
+				return " where a list is wanted"
+			case strings.HasPrefix(t, "map["), strings.HasPrefix(t, "model."):
+				return " where a mapping is wanted"
+			case strings.Contains(t, "int"):
+				return " where a whole number is wanted"
+			case t == "string", strings.HasSuffix(t, "State"):
+				return " where a string is wanted"
+			case t == "bool":
+				return " where true or false is wanted"
+			}
+			return ""
+		})
+		msgs[i] = m
+	}
+	return errors.New(strings.Join(msgs, "; "))
 }
 
 // MarshalYAML encodes a document the way the file store writes it.

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 )
 
 // PoolState says whether razor hands out a pool's addresses.
@@ -52,6 +53,15 @@ type Rotation struct {
 	// DrainedAt is when the outgoing addresses were drained (RFC 3339);
 	// they may be removed once twice the largest route TTL has passed.
 	DrainedAt string `yaml:"drained_at,omitempty" json:"drained_at,omitempty"`
+	// Drained are the outgoing addresses the rotation drained itself (the
+	// others were drained before it started): an abort undrains only these.
+	Drained AddrList `yaml:"drained,omitempty" json:"drained,omitempty"`
+	// TTL is the largest TTL of the routes using the pool when the
+	// outgoing addresses were drained, in seconds.
+	TTL uint32 `yaml:"ttl,omitempty" json:"ttl,omitempty"`
+	// Wait, when set, is the wait after draining the operator asked for
+	// (a Go duration, "90s"), instead of twice the TTL.
+	Wait string `yaml:"wait,omitempty" json:"wait,omitempty"`
 }
 
 // Eligible returns the addresses of the pool that razor may hand out, in
@@ -142,7 +152,7 @@ func (d *Document) Clone() *Document {
 		p.Drain = slices.Clone(p.Drain)
 		if p.Rotation != nil {
 			r := *p.Rotation
-			r.In, r.Out = slices.Clone(r.In), slices.Clone(r.Out)
+			r.In, r.Out, r.Drained = slices.Clone(r.In), slices.Clone(r.Out), slices.Clone(r.Drained)
 			p.Rotation = &r
 		}
 		c.Pools = append(c.Pools, p)
@@ -326,6 +336,11 @@ func (p *Pool) check(owner map[netip.Addr]string) []error {
 	for _, a := range p.Drain {
 		if !mine[a] {
 			errs = append(errs, fmt.Errorf("drain: %s is not an address of the pool", a))
+		}
+	}
+	if r := p.Rotation; r != nil && r.Wait != "" {
+		if d, err := time.ParseDuration(r.Wait); err != nil || d < 0 {
+			errs = append(errs, fmt.Errorf("rotation: wait %q: want a duration such as 90s", r.Wait))
 		}
 	}
 	return errs

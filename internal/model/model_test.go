@@ -52,8 +52,8 @@ func TestParseErrors(t *testing.T) {
 	tests := []struct {
 		name, yaml, want string
 	}{
-		{"unknown top-level key", "version: 1\npoolz: []\n", "line 2: field poolz not found"},
-		{"unknown pool key", "pools:\n  - name: a\n    edge: e\n    wieght: 3\n", "line 4: field wieght not found"},
+		{"unknown top-level key", "version: 1\npoolz: []\n", `line 2: unknown key "poolz"`},
+		{"unknown pool key", "pools:\n  - name: a\n    edge: e\n    wieght: 3\n", `line 4: unknown key "wieght"`},
 		{"bad address", "pools:\n  - name: a\n    edge: e\n    v4:\n      - 192.0.2.1\n      - 192.0.2.300\n", `line 6: address "192.0.2.300"`},
 		{"v6 in v4", "pools:\n  - name: a\n    edge: e\n    v4: [\"2001:db8::1\"]\n", "pool a: v4: 2001:db8::1 is not an IPv4 address"},
 		{"address in two pools", "pools:\n  - {name: a, edge: e, v4: [192.0.2.1]}\n  - {name: b, edge: f, v4: [192.0.2.1]}\n", "pool b: v4: 192.0.2.1 is already in pool a"},
@@ -70,6 +70,7 @@ func TestParseErrors(t *testing.T) {
 		{"route label too long", "pools:\n  - {name: a, edge: e}\nroutes:\n  - {name: " + strings.Repeat("x", 64) + ".test, pools: [a]}\n", "longer than 63"},
 		{"route name too long", "pools:\n  - {name: a, edge: e}\nroutes:\n  - {name: " + strings.Repeat("abcdefghi.", 26) + "test, pools: [a]}\n", "longer than 253"},
 		{"route with a pool twice", "pools:\n  - {name: a, edge: e}\nroutes:\n  - {name: r.test., pools: [a, a]}\n", "route r.test.: pool a listed twice"},
+		{"wrong type", "pools: 3\n", "line 1: cannot unmarshal !!int `3`"},
 		{"two documents", "version: 1\n---\nversion: 2\n", "more than one YAML document"},
 	}
 	for _, tt := range tests {
@@ -153,5 +154,15 @@ func TestEqualIgnoresVersion(t *testing.T) {
 	b.Pools[0].Weight = 3
 	if same, _ := Equal(a, b); same {
 		t.Error("Equal missed a change")
+	}
+}
+
+// YAML errors name keys, not Go types.
+func TestParseErrorsHideGoTypes(t *testing.T) {
+	for _, y := range []string{"version: 1\nbogus: 2\n", "pools: 3\n", "pools:\n  - {name: a, edge: e, weight: heavy}\n"} {
+		_, err := ParseYAML("f.yaml", []byte(y))
+		if err == nil || strings.Contains(err.Error(), "model.") || strings.Contains(err.Error(), "uint32") {
+			t.Errorf("%q: %v", y, err)
+		}
 	}
 }

@@ -90,6 +90,9 @@ func (f *File) Update(ctx context.Context, fn func(*model.Document) error, opts 
 		}
 		defer unlock()
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 
 	old, oldBytes, err := readFile(path)
 	if err != nil {
