@@ -283,8 +283,8 @@ func TestBindingLogLines(t *testing.T) {
 // session, both index maps) and reports it; the bound is loose, it
 // catches only a gross regression.
 func TestMemoryPerSession(t *testing.T) {
-	if testing.Short() {
-		t.Skip("short")
+	if testing.Short() || raceEnabled {
+		t.Skip("short mode or race detector (it changes the heap)")
 	}
 	cfg := testConfig()
 	cfg.Pool4 = []string{"198.51.100.0/24"}
