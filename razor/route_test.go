@@ -251,3 +251,20 @@ func metricSum(t testing.TB, s *Server, name string) float64 {
 	}
 	return sum
 }
+
+// A route outside every served zone is a configuration error at start.
+func TestRouteOutsideZonesRefusedAtStart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p := dir + "/pods.yaml"
+	os.WriteFile(p, []byte(podsDoc(1, "route.example.org.", 4, "none", "edge-a 100 active 4")), 0o644)
+	_, err := New(Config{Listen: []string{"127.0.0.1:0"}, Zones: []ZoneConfig{{Origin: "v6pod.test", File: "testdata/v6pod.test.zone"}}, Store: p})
+	if err == nil || !strings.Contains(err.Error(), "not inside any zone") {
+		t.Fatalf("got %v, want an error naming the route outside the zones", err)
+	}
+	os.WriteFile(p, []byte(podsDoc(1, "x.sub.v6pod.test.", 4, "none", "edge-a 100 active 4")), 0o644)
+	_, err = New(Config{Listen: []string{"127.0.0.1:0"}, Zones: []ZoneConfig{{Origin: "v6pod.test", File: "testdata/v6pod.test.zone"}}, Store: p})
+	if err == nil || !strings.Contains(err.Error(), "below the delegation") {
+		t.Fatalf("got %v, want an error about the delegation", err)
+	}
+}
