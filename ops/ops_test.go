@@ -295,7 +295,7 @@ func TestExportImport(t *testing.T) {
 		other.ok("import", path, "--allow-reserved")
 		a, b := h.load(), other.load()
 		a.Version, b.Version = 0, 0
-		if same, _ := sameDoc(a, b); !same {
+		if same, _ := model.Equal(a, b); !same {
 			t.Errorf("import of the export differs")
 		}
 

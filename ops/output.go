@@ -202,27 +202,6 @@ func lineDiff(a, b string) string {
 	return out.String()
 }
 
-// sameDoc reports whether two documents hold the same data (versions
-// aside), once normalized.
-func sameDoc(a, b *model.Document) (bool, error) {
-	if a == nil || b == nil {
-		return a == b, nil
-	}
-	x, y := a.Clone(), b.Clone()
-	x.Normalize()
-	y.Normalize()
-	x.Version, y.Version = 0, 0
-	bx, err := model.MarshalYAML(x)
-	if err != nil {
-		return false, err
-	}
-	by, err := model.MarshalYAML(y)
-	if err != nil {
-		return false, err
-	}
-	return bytes.Equal(bx, by), nil
-}
-
 // addrStrings formats addresses for tables.
 func addrStrings[T interface{ String() string }](as []T) string {
 	ss := make([]string, len(as))

@@ -1,15 +1,21 @@
 package ops
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/v6pod/v6pod/internal/model"
+	"github.com/v6pod/v6pod/internal/store"
 )
 
 // Bug 1: an import of a file exported before later changes is refused
@@ -251,4 +257,65 @@ func TestInterrupted(t *testing.T) {
 	cancel()
 	h.ctx = ctx
 	h.fail(ExitInterrupted, "ops: interrupted", "pool", "create", "p", "--edge", "e")
+}
+
+// maglev study errors look like every other ops error; --plot says where
+// it wrote.
+func TestMaglevStudyMessages(t *testing.T) {
+	h := fileHarness(t)
+	errs := h.fail(ExitUsage, "ops: maglev study: ", "maglev", "study", "--frobnicate")
+	if strings.Count(errs, "\n") != 2 || !strings.Contains(errs, "see 'ops maglev study --help'") {
+		t.Errorf("stderr:\n%s", errs)
+	}
+	h.fail(ExitUsage, "ops: maglev study: --backends", "maglev", "study", "--backends", "x")
+	plot := filepath.Join(t.TempDir(), "s.png")
+	code, _, errs := h.run("maglev", "study", "--backends", "4", "--flows", "1000", "--trials", "1", "--plot", plot)
+	if code != ExitOK || !strings.Contains(errs, "wrote the plot to "+plot) {
+		t.Errorf("exit %d: %s", code, errs)
+	}
+}
+
+// conflictStore fails the first n updates with a conflict, after running
+// the change.
+type conflictStore struct {
+	store.Store
+	n, calls int
+}
+
+func (s *conflictStore) Update(ctx context.Context, fn func(*model.Document) error, opts ...store.UpdateOption) (*model.Document, error) {
+	s.calls++
+	if s.calls <= s.n {
+		d := &model.Document{}
+		if err := fn(d); err != nil {
+			return nil, err
+		}
+		return nil, store.ErrConflict
+	}
+	return s.Store.Update(ctx, fn, opts...)
+}
+
+// A conflict is retried on fresh data, up to 3 tries, then reported.
+func TestConflictRetried(t *testing.T) {
+	for _, tc := range []struct {
+		conflicts, runs int
+		ok              bool
+	}{{0, 1, true}, {2, 3, true}, {3, 3, false}} {
+		fs := &conflictStore{Store: store.OpenFile(filepath.Join(t.TempDir(), "pods.yaml"), store.Options{}), n: tc.conflicts}
+		var errb bytes.Buffer
+		e := &env{stdout: io.Discard, stderr: &errb, getenv: func(string) string { return "" }, now: time.Now,
+			sleep: func(ctx context.Context, d time.Duration) error { return nil }}
+		c := &call{ctx: context.Background(), e: e, o: &opts{}, st: fs}
+		runs := 0
+		_, changed, err := c.update(func(d *model.Document) error {
+			runs++
+			d.Pools = append(d.Pools, model.Pool{Name: "p", Edge: "e"})
+			return nil
+		})
+		if runs != tc.runs || (err == nil) != tc.ok || tc.ok && !changed {
+			t.Errorf("%d conflicts: fn ran %d times (want %d), err %v", tc.conflicts, runs, tc.runs, err)
+		}
+		if !tc.ok && !strings.Contains(err.Error(), "conflict") || !tc.ok && !strings.Contains(err.Error(), "nothing of this change was written") {
+			t.Errorf("conflict error: %v", err)
+		}
+	}
 }
