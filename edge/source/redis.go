@@ -40,7 +40,7 @@ var _ Source = (*Redis)(nil)
 func NewRedis(raw string, o Options) (*Redis, error) {
 	opts, err := redis.ParseURL(raw)
 	if err != nil {
-		return nil, fmt.Errorf("source %q: %w", redact(raw), err)
+		return nil, fmt.Errorf("source %q: %w", redact(raw), urlErr(err))
 	}
 	opts.DialTimeout = 2 * time.Second
 	opts.ReadTimeout = 5 * time.Second

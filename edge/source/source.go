@@ -5,6 +5,7 @@ package source
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -92,7 +93,7 @@ func (o Options) logger() *slog.Logger {
 func Open(raw string, o Options) (Source, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("source %q: %w", redact(raw), err)
+		return nil, fmt.Errorf("source %q: %w", redact(raw), urlErr(err))
 	}
 	switch u.Scheme {
 	case "file", "":
@@ -111,6 +112,15 @@ func Open(raw string, o Options) (Source, error) {
 	default:
 		return nil, fmt.Errorf("source %q: unknown kind %q; want file://, redis://, rediss:// or consul://", redact(raw), u.Scheme)
 	}
+}
+
+// urlErr drops the URL (it may hold a password) from a parse error.
+func urlErr(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
 
 // redact removes a password from a URL for messages.
