@@ -123,10 +123,18 @@ throughput() {
     'BEGIN{share=(c1-c0)/tck/(t1-t0); printf "%.0f %.3f %s\n", q, share, lost}'
 }
 
-# p99 PORT QFILE -> p99 latency in microseconds at P99_QPS
+# p99 PID PORT QFILE -> "p99_us cpu_us_per_query" at P99_QPS: the p99
+# latency, and the server CPU time per answered query at that fixed load
+# (a per-core comparison at equal load, where neither server is saturated).
 p99() {
-  taskset -c 0 dnsperf -s 127.0.0.1 -p "$1" -d "$2" -e -l "$P99_DUR" -Q "$P99_QPS" -c "$CLIENTS" -q "$OUTSTANDING" -v 2>/dev/null |
-    awk '/^> /{print $NF}' | sort -g | awk '{a[NR]=$1} END{if(NR==0){print "n/a"; exit} i=int(NR*0.99); if(i<1)i=1; printf "%.0f\n", a[i]*1e6}'
+  local pid=$1 c0 c1 lat n
+  c0=$(cputicks "$pid")
+  taskset -c 0 dnsperf -s 127.0.0.1 -p "$2" -d "$3" -e -l "$P99_DUR" -Q "$P99_QPS" -c "$CLIENTS" -q "$OUTSTANDING" -v 2>/dev/null |
+    awk '/^> /{print $NF}' | sort -g > "$W/lat.txt"
+  c1=$(cputicks "$pid")
+  n=$(wc -l < "$W/lat.txt")
+  lat=$(awk '{a[NR]=$1} END{if(NR==0){print "n/a"; exit} i=int(NR*0.99); if(i<1)i=1; printf "%.0f\n", a[i]*1e6}' "$W/lat.txt")
+  awk -v lat="$lat" -v n="$n" -v c0="$c0" -v c1="$c1" -v tck="$TCK" 'BEGIN{ printf "%s %.2f\n", lat, (n>0 ? (c1-c0)/tck/n*1e6 : 0) }'
 }
 
 declare -A R
@@ -143,21 +151,23 @@ for set in route names; do
       fi
     done
     echo "razor bench: $srv, $set queries: p99 at $P99_QPS qps ..." >&2
-    R[$srv,$set,p99]=$(p99 "$port" "$W/q-$set.txt")
+    read -r R[$srv,$set,p99] R[$srv,$set,cpuq] < <(p99 "$pid" "$port" "$W/q-$set.txt")
   done
 done
 
 echo
 echo "razor vs Knot DNS $("$KNOTD" --version | awk '{print $NF}') — dnsperf on core 0, server on core 1, EDNS on; route = 16 A + 16 AAAA; best of $RUNS x ${DUR}s"
-printf '%-7s %-6s %10s %8s %14s %10s %8s\n' set server qps cpu qps/core p99_us lost
+printf '%-7s %-6s %10s %8s %12s %10s %16s %8s\n' set server qps cpu qps/core p99_us cpu_us/q@fixed lost
 for set in route names; do
   for srv in razor knot; do
-    printf '%-7s %-6s %10s %8s %14s %10s %8s\n' "$set" "$srv" "${R[$srv,$set,qps]}" "${R[$srv,$set,share]}" \
-      "${R[$srv,$set,core]}" "${R[$srv,$set,p99]}" "${R[$srv,$set,lost]}"
+    printf '%-7s %-6s %10s %8s %12s %10s %16s %8s\n' "$set" "$srv" "${R[$srv,$set,qps]}" "${R[$srv,$set,share]}" \
+      "${R[$srv,$set,core]}" "${R[$srv,$set,p99]}" "${R[$srv,$set,cpuq]}" "${R[$srv,$set,lost]}"
   done
 done
+echo "(p99 and cpu_us/q at a fixed $P99_QPS qps)"
 echo
 for set in route names; do
   awk -v set="$set" -v rq="${R[razor,$set,core]}" -v kq="${R[knot,$set,core]}" -v rp="${R[razor,$set,p99]}" -v kp="${R[knot,$set,p99]}" \
-    'BEGIN{ printf "ratio %-6s razor/knot qps per core: %.2f   p99 razor/knot: %s\n", set, (kq>0?rq/kq:0), (kp>0&&rp!="n/a"?sprintf("%.2f", rp/kp):"n/a") }'
+    -v rc="${R[razor,$set,cpuq]}" -v kc="${R[knot,$set,cpuq]}" \
+    'BEGIN{ printf "ratio %-6s razor/knot: qps per core %.2f   p99 %s   cpu per query at fixed load %s (below 1: razor cheaper)\n", set, (kq>0?rq/kq:0), (kp>0&&rp!="n/a"?sprintf("%.2f", rp/kp):"n/a"), (kc>0?sprintf("%.2f", rc/kc):"n/a") }'
 done
