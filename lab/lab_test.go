@@ -126,28 +126,38 @@ func TestPod(t *testing.T) {
 		}
 	})
 	t.Run("an upstream added on the Redis master serves within 2s", func(t *testing.T) {
+		// The new container replaces the others in one atomic change, so
+		// from the moment an edge has it every request must reach it.
 		newC := fmt.Sprintf("[%s]:%d", Containers[2], containerPort)
-		if _, err := l.RedisMaster("SADD", "v6pod:app:shop:upstreams", newC); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := l.RedisMaster("PUBLISH", "v6pod:changes", "app:shop"); err != nil {
-			t.Fatal(err)
-		}
-		start := time.Now()
-		err := waitFor(2*time.Second, "the new container serves", func() error {
-			body, err := l.Curl("-6", "http://www.customer.test/")
-			if err != nil {
-				return err
+		oldC := []string{fmt.Sprintf("[%s]:%d", Containers[0], containerPort), fmt.Sprintf("[%s]:%d", Containers[1], containerPort)}
+		swap := func(add string, remove ...string) {
+			t.Helper()
+			script := "redis.call('SADD', KEYS[1], ARGV[1]); for i = 2, #ARGV do redis.call('SREM', KEYS[1], ARGV[i]) end; redis.call('PUBLISH', 'v6pod:changes', 'app:shop')"
+			args := append([]string{"EVAL", script, "1", "v6pod:app:shop:upstreams", add}, remove...)
+			if out, err := l.RedisMaster(args...); err != nil {
+				t.Fatalf("redis: %v: %s", err, out)
 			}
-			if !strings.Contains(body, Containers[2]) {
-				return fmt.Errorf("served by another: %q", body)
+		}
+		swap(newC, oldC...)
+		start := time.Now()
+		err := waitFor(2*time.Second, "only the new container serves", func() error {
+			for n := 0; n < 3; n++ {
+				body, err := l.Curl([]string{"-4", "-6"}[n%2], "http://www.customer.test/")
+				if err != nil {
+					return err
+				}
+				if !strings.Contains(body, Containers[2]) {
+					return fmt.Errorf("served by another: %q", body)
+				}
 			}
 			return nil
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("new upstream served after %s", time.Since(start).Round(time.Millisecond))
+		t.Logf("the new upstream served every request after %s", time.Since(start).Round(time.Millisecond))
+		swap(oldC[0])
+		swap(oldC[1])
 	})
 	t.Run("stopping an edge withdraws its routes; requests keep succeeding", func(t *testing.T) {
 		stop := make(chan struct{})
