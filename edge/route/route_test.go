@@ -160,3 +160,18 @@ func FuzzHostName(f *testing.F) {
 		}
 	})
 }
+
+// The per-request lookup allocates nothing (exact names and wildcards
+// alike).
+func TestLookupDoesNotAllocate(t *testing.T) {
+	tb := New(nil)
+	tb.SetHost("www.shop.test", "shop")
+	tb.SetHost("*.blog.test", "blog")
+	tb.SetApp("shop", list(1, 4, 0))
+	tb.SetApp("blog", list(2, 4, 0))
+	for _, h := range []string{"www.shop.test:8080", "a.blog.test", "nothing.test"} {
+		if n := testing.AllocsPerRun(100, func() { tb.Lookup(h) }); n != 0 {
+			t.Errorf("Lookup(%q): %v allocations", h, n)
+		}
+	}
+}
