@@ -149,3 +149,37 @@ func TestSweepForgetsIdleAddresses(t *testing.T) {
 		t.Fatal(body)
 	}
 }
+
+// FuzzResponse feeds arbitrary upstream bytes to the transport: it must
+// neither panic nor hang, and a connection is pooled again only after a
+// complete, keep-alive answer.
+func FuzzResponse(f *testing.F) {
+	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"))
+	f.Add([]byte("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"))
+	f.Add([]byte("HTTP/1.1 101 Switching\r\n\r\n"))
+	f.Add([]byte("HTTP/1.0 200 OK\r\n\r\nbody until close"))
+	f.Add([]byte("garbage"))
+	f.Fuzz(func(t *testing.T, answer []byte) {
+		tr := &Transport{MaxIdlePerHost: 2, Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			a, b := net.Pipe()
+			go func() {
+				defer b.Close()
+				b.SetDeadline(time.Now().Add(time.Second))
+				buf := make([]byte, 4096)
+				b.Read(buf) // the request head
+				b.Write(answer)
+			}()
+			return a, nil
+		}}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://up.test/", nil)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			return
+		}
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+	})
+}
