@@ -238,7 +238,7 @@ func poolCreate(c *call) error {
 	if err != nil {
 		return err
 	}
-	c.done(d, changed, "pool %s: created with %d addresses", name, len(all))
+	c.done(d, changed, "pool %s: created with %s", name, plural(len(all), "address", "addresses"))
 	return nil
 }
 
@@ -474,4 +474,12 @@ func badKey(c *call, kind, name string) (string, error) {
 		}
 	}
 	return "", nil
+}
+
+// plural is "1 address", "2 addresses".
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }

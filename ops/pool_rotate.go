@@ -37,7 +37,7 @@ func init() {
 			fs.Var(&o.in, "in", "addresses to bring in (comma-separated, repeated, or several after --in)")
 			fs.BoolVar(&o.resume, "resume", false, "finish the rotation recorded in the pool")
 			fs.BoolVar(&o.abort, "abort", false, "give up the recorded rotation: undrain the outgoing addresses, keep the incoming ones")
-			fs.Func("wait", "wait this long after draining instead of twice the largest TTL (e.g. 0s in a lab)", func(s string) error {
+			fs.Func("wait", "wait this long after draining instead of twice the largest TTL (e.g. 0s in a lab); recorded, so --resume honours it", func(s string) error {
 				d, err := time.ParseDuration(s)
 				if err != nil || d < 0 {
 					return fmt.Errorf("want a duration such as 90s")
@@ -169,7 +169,7 @@ func rotateStart(c *call, name string, out, in []netip.Addr) error {
 	if err != nil {
 		return err
 	}
-	c.done(d, changed, "pool %s: step 1/4: rotation recorded, %d address(es) added", name, len(in))
+	c.done(d, changed, "pool %s: step 1/4: rotation recorded, %s added", name, plural(len(in), "address", "addresses"))
 	return nil
 }
 

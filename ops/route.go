@@ -170,7 +170,7 @@ func checkRouteFlags(c *call, name string, create bool) error {
 func routeCreate(c *call) error {
 	name := model.CanonicalName(c.args[0])
 	if err := model.CheckDomain(name); err != nil {
-		return usagef("route %s: %v", name, err)
+		return usagef("route name %v", err)
 	}
 	if len(c.o.pools) == 0 {
 		return usagef("route create %s: --pools is required", name)

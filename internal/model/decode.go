@@ -43,7 +43,7 @@ func DecodeStrict(r io.Reader, v any) error {
 }
 
 var (
-	unknownField = regexp.MustCompile(`field (\S+) not found in type \S+`)
+	unknownField = regexp.MustCompile(`field (.*) not found in type \S+`)
 	goType       = regexp.MustCompile(` into (\S+)`)
 )
 
@@ -57,7 +57,9 @@ func plainYAMLError(err error) error {
 	}
 	msgs := make([]string, len(te.Errors))
 	for i, m := range te.Errors {
-		m = unknownField.ReplaceAllString(m, `unknown key "$1"`)
+		if sm := unknownField.FindStringSubmatchIndex(m); sm != nil {
+			m = m[:sm[0]] + fmt.Sprintf("unknown key %q", m[sm[2]:sm[3]]) + m[sm[1]:]
+		}
 		m = goType.ReplaceAllStringFunc(m, func(s string) string {
 			t := strings.TrimPrefix(s, " into ")
 			switch {

@@ -166,3 +166,33 @@ func TestParseErrorsHideGoTypes(t *testing.T) {
 		}
 	}
 }
+
+// Whatever ParseYAML accepts is valid, and survives the writer's encoding
+// unchanged; errors never mention Go types.
+func FuzzParseYAML(f *testing.F) {
+	b, _ := os.ReadFile("testdata/pods.yaml")
+	f.Add(string(b))
+	f.Add("pools:\n  - {name: a, edge: e, rotation: {out: [192.0.2.1], in: [], wait: 5m}}\n")
+	f.Add("routes:\n  - {name: 'b*.test', pools: [a, a]}\n")
+	f.Add("version: x\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		d, err := ParseYAML("f", []byte(s))
+		if err != nil {
+			if strings.Contains(err.Error(), "model.") {
+				t.Fatalf("error names a Go type: %v", err)
+			}
+			return
+		}
+		out, err := MarshalYAML(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d2, err := ParseYAML("again", out)
+		if err != nil {
+			t.Fatalf("the encoding of an accepted document is refused: %v\n%s", err, out)
+		}
+		if same, _ := Equal(d, d2); !same || d.Version != d2.Version {
+			t.Fatalf("round trip changed the document:\n%s", out)
+		}
+	})
+}
