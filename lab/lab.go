@@ -67,6 +67,7 @@ type Lab struct {
 	procs []*proc
 	tor   *proc
 	edges map[int]*proc
+	nat64 map[int]*proc // the NAT64 servers (nat64.go)
 }
 
 // New returns a lab that keeps its files in dir and runs binaries from bin.
@@ -190,6 +191,7 @@ func (l *Lab) Up() error {
 		{"razor", l.startRazor},
 		{"upstreams in Redis", l.seedUpstreams},
 		{"edges", l.startEdges},
+		{"NAT64 path (dns64, p4access, nat64 servers, origin)", l.startNAT64},
 	}
 	for _, s := range steps {
 		start := time.Now()

@@ -217,6 +217,123 @@ func TestPod(t *testing.T) {
 			t.Errorf("%d of %d requests failed while an edge stopped; at most the in-flight one may", r.failed, r.ok+r.failed)
 		}
 	})
+	t.Run("the IPv6-only client fetches from the IPv4-only origin through DNS64, the access tier and NAT64", func(t *testing.T) {
+		out, err := inNS(nsV6Client, "dig", "+short", "+time=1", "+tries=2", OriginName, "AAAA")
+		if err != nil || strings.TrimSpace(out) != OriginAddr6.String() {
+			t.Errorf("dig %s AAAA through dns64: %q %v, want %s", OriginName, out, err, OriginAddr6)
+		}
+		body, err := l.CurlV6("-6", OriginURL)
+		if err != nil || !strings.Contains(body, "container "+OriginEIP+":80") {
+			t.Fatalf("curl -6 %s: %q, %v", OriginURL, body, err)
+		}
+		t.Logf("origin answered: %s", strings.TrimSpace(body))
+	})
+	// Long-lived flows for the next two subtests.
+	const nFlows = 64
+	var flows []*Flow
+	onServer := map[*Flow]int{}
+	t.Cleanup(func() { CloseFlows(flows) })
+	t.Run("flows spread over both NAT64 servers as Maglev places them", func(t *testing.T) {
+		var before [NAT64Servers + 1]float64
+		for i := 1; i <= NAT64Servers; i++ {
+			m, _ := l.NATMetrics(i)
+			before[i], _ = metric(m, `nat64_translations_total{direction="6to4"}`)
+		}
+		var err error
+		if flows, err = DialFlows(nFlows, 3*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		count := map[int]int{}
+		mismatch := 0
+		for _, f := range flows {
+			srv, err := f.Get(3 * time.Second)
+			if err != nil {
+				t.Fatalf("flow from port %d: %v", f.Sport, err)
+			}
+			onServer[f] = srv
+			count[srv]++
+			if want, err := ExpectedServer(f.Sport, []int{1, 2}); err != nil || want != srv {
+				mismatch++
+				t.Errorf("flow from port %d on nat%d, Maglev says nat%d (%v)", f.Sport, srv, want, err)
+			}
+		}
+		for i := 1; i <= NAT64Servers; i++ {
+			m, _ := l.NATMetrics(i)
+			after, _ := metric(m, `nat64_translations_total{direction="6to4"}`)
+			t.Logf("nat%d: %d of %d flows, %.0f packets translated 6to4", i, count[i], nFlows, after-before[i])
+			if count[i] == 0 || after == before[i] {
+				t.Errorf("nat%d carried no flow: the access tier does not spread them", i)
+			}
+		}
+		t.Logf("%d of %d flows on the server internal/maglev predicts", nFlows-mismatch, nFlows)
+	})
+	t.Run("losing one NAT64 server moves only that server's share of flows", func(t *testing.T) {
+		if len(flows) == 0 {
+			t.Skip("no flows")
+		}
+		m, _ := l.NATMetrics(1)
+		noSessionBefore, _ := metric(m, `nat64_drops_total{reason="tcp_no_session"}`)
+		start := time.Now()
+		l.StopNAT(2)
+		t.Logf("nat2 stopped (SIGTERM: withdraw, then stop) in %s", time.Since(start).Round(time.Millisecond))
+		if err := waitFor(10*time.Second, "p4access drops nat2 from the table", func() error {
+			n, err := l.AccessServers()
+			if err != nil || n != 1 {
+				return fmt.Errorf("servers %d, %v", n, err)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		type res struct {
+			f   *Flow
+			srv int
+			err error
+		}
+		results := make(chan res, len(flows))
+		for _, f := range flows {
+			go func() {
+				srv, err := f.Get(2 * time.Second)
+				results <- res{f, srv, err}
+			}()
+		}
+		kept, broken, moved, movedOK := 0, 0, 0, 0
+		for range flows {
+			r := <-results
+			switch onServer[r.f] {
+			case 1:
+				if r.err != nil || r.srv != 1 {
+					broken++
+					t.Errorf("flow from port %d on the surviving nat1 broke: server %d, %v", r.f.Sport, r.srv, r.err)
+				} else {
+					kept++
+				}
+			case 2:
+				moved++
+				if r.err == nil {
+					movedOK++
+				}
+			}
+		}
+		m, _ = l.NATMetrics(1)
+		noSessionAfter, _ := metric(m, `nat64_drops_total{reason="tcp_no_session"}`)
+		t.Logf("after losing nat2: %d nat1 flows kept answering, %d broke; %d nat2 flows moved to nat1 (%d still answered; nat1 dropped %.0f packets without a session)",
+			kept, broken, moved, movedOK, noSessionAfter-noSessionBefore)
+		if moved > 0 && noSessionAfter == noSessionBefore {
+			t.Errorf("nat2's flows did not reach nat1")
+		}
+		// New flows all land on nat1, as Maglev with one server says.
+		fresh, err := DialFlows(16, 3*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer CloseFlows(fresh)
+		for _, f := range fresh {
+			if srv, err := f.Get(3 * time.Second); err != nil || srv != 1 {
+				t.Errorf("new flow from port %d: server %d, %v", f.Sport, srv, err)
+			}
+		}
+	})
 }
 
 type testLog struct{ t *testing.T }

@@ -40,6 +40,7 @@ $TTL 300
 @    IN SOA ns1.v6pod.test. hostmaster.v6pod.test. 1 7200 900 1209600 5
      IN NS  ns1.v6pod.test.
 ns1  IN A   10.0.10.2
+origin IN A 198.51.100.80 ; the IPv4-only origin of the NAT64 path (nat64.go)
 `
 
 const customerZone = `$ORIGIN customer.test.
