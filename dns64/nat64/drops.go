@@ -89,7 +89,7 @@ type Result struct {
 	Reason  dropReason
 }
 
-// Reason returns the drop reason's name ("none" unless dropped).
+// ReasonName returns the drop reason's name ("none" unless dropped).
 func (r Result) ReasonName() string { return r.Reason.String() }
 
 // pathStats are one worker's counters, read by the metrics collector.

@@ -2,6 +2,7 @@ package nat64
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"testing"
 )
@@ -194,6 +195,29 @@ func translationCases() []tcase {
 			in: ip4(0, 0x99, mf, 50, 17, s4, p4, udpSeg(nil, nil, 53, 40000, data)[:24])},
 		{name: "icmp error with bad checksum", rfc: "RFC 792 (checksum verified before translating an error)", reason: "bad_checksum",
 			in: ip4(0, 1, 0, 60, 1, r4, p4, badICMP)},
+		{name: "hairpin to pool4", rfc: "RFC 6146 3.8 (hairpinning: not supported, dropped)", from6: true, reason: "bad_address",
+			in: ip6(0, 17, 64, c6, a6("64:ff9b::c633:6402"), udpSeg(c6, a6("64:ff9b::c633:6402"), 1234, 53, data))},
+		{name: "loopback destination", rfc: "RFC 6052 3.1 (special-purpose IPv4 addresses are not translated)", from6: true, reason: "bad_address",
+			in: ip6(0, 17, 64, c6, a6("64:ff9b::7f00:1"), udpSeg(c6, a6("64:ff9b::7f00:1"), 1234, 53, data))},
+		{name: "non-first fragment without a first one", rfc: "RFC 6146 3.4 (no state for the fragment: dropped)", reason: "fragment_unknown",
+			in: ip4(0, 0x5151, 3, 50, 17, s4, p4, inUDP4[24:])},
+		{name: "fragmented ICMP", rfc: "RFC 7915 4.2 (the ICMPv6 checksum needs the whole message)", reason: "icmp_fragment",
+			in: ip4(0, 9, mf, 50, 1, s4, p4, icmpMsg(nil, nil, 0, 0, ew4, eb)[:16])},
+		{name: "IPv4 source route", rfc: "RFC 7915 4.1 (LSRR/SSRR: dropped here, see README)", reason: "source_route",
+			in: func() []byte {
+				b := ip4(0, 7, 0, 50, 17, s4, p4, cat([]byte{131, 7, 4, 0, 0, 0, 0, 0}, inUDP4))
+				b[0] = 0x47
+				binary.BigEndian.PutUint16(b[10:], 0)
+				binary.BigEndian.PutUint16(b[10:], csum(b[:28]))
+				return b
+			}()},
+		{name: "echo request to a static ICMP binding", rfc: "RFC 6146 3.5.3 (inbound echo through a static binding)",
+			in:   ip4(0, 9, 0, 50, 1, s4, p4, icmpMsg(nil, nil, 8, 0, ew4, eb)),
+			want: [][]byte{ip6(0, 58, 49, s6, c6, icmpMsg(s6, c6, 128, 0, ew, eb))}},
+		{name: "time exceeded from an IPv6 router", rfc: "RFC 7915 5.2 (type 3 -> type 11, same code) and 5.3",
+			from6: true,
+			in:    ip6(0, 58, 64, rt6, s6, icmpMsg(rt6, s6, 3, 0, 0, innerPU)),
+			want:  [][]byte{ip4(0, 0x1234, 0, 63, 1, p4, s4, icmpMsg(nil, nil, 11, 0, 0, ip4(0, 0, 0, 59, 17, s4, p4, inUDP4)))}},
 		{name: "truncated", rfc: "RFC 8200 3 (payload length beyond the packet)", from6: true, reason: "malformed",
 			in: ip6(0, 17, 64, c6, s6, data)[:50]},
 	}
