@@ -420,13 +420,29 @@ func (t *table) expire(now int64) int {
 	for i := range t.sess6 {
 		sh := &t.sess6[i]
 		dead = dead[:0]
-		sh.mu.Lock()
-		for k, s := range sh.m {
+		// Scan under the read lock (packets keep flowing), then delete
+		// what is still expired under the write lock.
+		sh.mu.RLock()
+		for _, s := range sh.m {
 			if s.expires.Load() <= now {
-				delete(sh.m, k)
 				dead = append(dead, s)
 			}
 		}
+		sh.mu.RUnlock()
+		if len(dead) == 0 {
+			continue
+		}
+		sh.mu.Lock()
+		kept := dead[:0]
+		for _, s := range dead {
+			b := s.b
+			k6 := makeKey(b.proto, b.v6[:], b.port6, s.remote, s.rport)
+			if s.expires.Load() <= now && sh.m[k6] == s {
+				delete(sh.m, k6)
+				kept = append(kept, s)
+			}
+		}
+		dead = kept
 		sh.mu.Unlock()
 		if len(dead) == 0 {
 			continue
