@@ -480,6 +480,10 @@ func (c *call) update(fn func(*model.Document) error, opts ...store.UpdateOption
 	if errors.Is(err, store.ErrConflict) {
 		return nil, false, fmt.Errorf("conflict: others kept writing to %s at the same time (%d tries); nothing of this change was written; run it again", st, conflictTries)
 	}
+	var bad *store.BadDataError
+	if errors.As(err, &bad) {
+		return nil, false, &hintError{err, repairHint(bad.Problems)}
+	}
 	if err != nil {
 		return nil, false, err
 	}
@@ -503,6 +507,22 @@ func (c *call) update(fn func(*model.Document) error, opts ...store.UpdateOption
 		fmt.Fprintf(c.e.stderr, "ops: created the store file %s\n", creating)
 	}
 	return d, !same, nil
+}
+
+// repairHint says how to repair bad keys: delete the pool or route the
+// key holds, or import a good document over everything.
+func repairHint(probs []store.Problem) string {
+	var cmds []string
+	for _, p := range probs {
+		switch p.Kind {
+		case "pools":
+			cmds = append(cmds, "ops pool delete "+p.Name)
+		case "routes":
+			cmds = append(cmds, "ops route delete "+p.Name)
+		}
+	}
+	cmds = append(cmds, "ops export > pods.yaml (the good part), fix it, ops import pods.yaml")
+	return "repair the store first: " + strings.Join(cmds, "; or ")
 }
 
 // conflictTries is how often update tries a change that keeps meeting

@@ -143,7 +143,10 @@ func TestBadConsulKey(t *testing.T) {
 	if code != ExitOK || !strings.Contains(errs, "key v6pod/pools/broken") || !strings.Contains(out, "edge-ams-01") {
 		t.Fatalf("pool list with a bad key: exit %d\n%s%s", code, out, errs)
 	}
-	h.fail(ExitFail, "v6pod/pools/broken", "pool", "drain", "edge-ams-01", "203.0.113.2")
+	errs = h.fail(ExitFail, "v6pod/pools/broken", "pool", "drain", "edge-ams-01", "203.0.113.2")
+	if !strings.Contains(errs, "repair the store first: ops pool delete broken") {
+		t.Errorf("no repair hint:\n%s", errs)
+	}
 	h.ok("pool", "delete", "broken")
 	if p, _, _ := kv.Get("v6pod/pools/broken", nil); p != nil {
 		t.Fatal("pool delete left the bad key")

@@ -274,7 +274,7 @@ func (c *Consul) decode(pairs api.KVPairs, tolerant bool) (*kvState, error) {
 		st.index[p.Key] = p.ModifyIndex
 	}
 	if err := errors.Join(errs...); err != nil && !tolerant {
-		return nil, fmt.Errorf("store %s: %w", c, err)
+		return nil, &BadDataError{Store: c.String(), Problems: st.problems, err: err}
 	}
 	st.doc.Version = st.counter
 	st.doc.Normalize()

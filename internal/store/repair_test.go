@@ -127,7 +127,9 @@ func TestConsulBadKeyRepair(t *testing.T) {
 	if _, err := kv.Put(kvPair("v6pod/pools/broken", `{"name":"broken","edge":"e2","v4":["nope"]}`), nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Load(ctx); err == nil || !strings.Contains(err.Error(), "v6pod/pools/broken") {
+	_, err := c.Load(ctx)
+	var bde *BadDataError
+	if !errors.As(err, &bde) || !strings.Contains(err.Error(), "v6pod/pools/broken") || len(bde.Problems) != 1 || bde.Problems[0].Name != "broken" {
 		t.Fatalf("Load of a bad key: %v", err)
 	}
 	d, probs, err := LoadPartial(ctx, c)

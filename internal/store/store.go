@@ -79,6 +79,17 @@ func (p Problem) String() string {
 	return fmt.Sprintf("key %s: %v", p.Key, p.Err)
 }
 
+// BadDataError is a read that found bad keys (Consul): Load and Watch
+// refuse the whole store then, and Problems says which keys are bad.
+type BadDataError struct {
+	Store    string
+	Problems []Problem
+	err      error
+}
+
+func (e *BadDataError) Error() string { return fmt.Sprintf("store %s: %v", e.Store, e.err) }
+func (e *BadDataError) Unwrap() error { return e.err }
+
 // LoadPartial reads what can be read: stores made of many objects (Consul)
 // return the valid ones and the list of the bad ones, where Load fails on
 // the first; other stores behave as Load. Readers that act on the data
