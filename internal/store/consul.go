@@ -371,8 +371,12 @@ func (c *Consul) Update(ctx context.Context, fn func(*model.Document) error, opt
 			op.KV.Index = idx // a good value over a bad one
 		}
 	}
+	versionKey := c.prefix + "/version"
+	if idx, ok := st.bad[versionKey]; ok {
+		st.vindex = idx // a bad counter: the write replaces it (from 1)
+	}
 	for k, idx := range st.bad {
-		if _, ok := enc[k]; ok || len(o.badKeys) > 0 && !slices.Contains(o.badKeys, k) {
+		if _, ok := enc[k]; ok || k == versionKey || len(o.badKeys) > 0 && !slices.Contains(o.badKeys, k) {
 			continue
 		}
 		dels = append(dels, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: k, Index: idx}})
@@ -409,7 +413,7 @@ func (c *Consul) Update(ctx context.Context, fn func(*model.Document) error, opt
 	slices.SortFunc(sets, byKind(false))
 	slices.SortFunc(dels, byKind(true))
 	ops := append(api.TxnOps{{KV: &api.KVTxnOp{
-		Verb: api.KVCAS, Key: c.prefix + "/version",
+		Verb: api.KVCAS, Key: versionKey,
 		Value: []byte(strconv.FormatUint(st.counter+1, 10)), Index: st.vindex,
 	}}}, append(sets, dels...)...)
 

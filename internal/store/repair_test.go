@@ -162,8 +162,19 @@ func TestConsulBadKeyRepair(t *testing.T) {
 	if d, err := c.Load(ctx); err != nil || d.Pool("broken") == nil {
 		t.Fatalf("after the overwrite: %+v %v", d, err)
 	}
+	// A bad counter is replaced by a repair.
+	kv.Put(kvPair("v6pod/version", "seven"), nil)
+	if _, err := c.Load(ctx); err == nil {
+		t.Fatal("Load accepted a bad counter")
+	}
+	if d, err := c.Update(ctx, func(d *model.Document) error { d.Pool("a").Weight = 5; return nil }, DropBad()); err != nil || d.Version != 1 {
+		t.Fatalf("repair of the counter: %+v %v", d, err)
+	}
+	if d, err := c.Load(ctx); err != nil || d.Version != 1 {
+		t.Fatalf("after the counter's repair: %+v %v", d, err)
+	}
 	// IfVersion compares the counter.
-	if _, err := c.Update(ctx, func(d *model.Document) error { d.Pool("a").Weight = 3; return nil }, IfVersion(1)); !errors.As(err, new(*VersionError)) {
+	if _, err := c.Update(ctx, func(d *model.Document) error { d.Pool("a").Weight = 3; return nil }, IfVersion(7)); !errors.As(err, new(*VersionError)) {
 		t.Errorf("stale IfVersion: %v", err)
 	}
 	// A dry run makes the store's own checks.
