@@ -141,10 +141,13 @@ func (a *Announcer) Run(ctx context.Context) error {
 		}
 		a.log.Error("nat64: translator failed; VIP withdrawn", "err", err)
 	}
-	a.sp.Close()
+	// End the speaker's Run (it stops the BGP server) before Close: a
+	// Close racing with a Run that is just starting would stop GoBGP twice
+	// at once.
 	spCancel()
 	if spErr := <-spDone; err == nil {
 		err = spErr
 	}
+	a.sp.Close()
 	return err
 }

@@ -54,6 +54,10 @@ type Config struct {
 	// SYNRate is the most TCP SYNs per second towards one IPv4 address
 	// (default 50000; -1: no limit).
 	SYNRate int `yaml:"syn_rate"`
+	// ICMPErrorRate bounds the ICMP errors the translator itself sends
+	// (time exceeded, parameter problem), per worker and second, as RFC
+	// 4443 section 2.4 (f) requires (default 1000; -1: no limit).
+	ICMPErrorRate int `yaml:"icmp_error_rate"`
 	// Timeouts are the session lifetimes of RFC 6146 section 4.
 	Timeouts Timeouts `yaml:"timeouts"`
 	// Static bindings, for services published behind the translator.
@@ -169,6 +173,9 @@ func (c *Config) SetDefaults() {
 	if c.SYNRate == 0 {
 		c.SYNRate = DefaultSYNRate
 	}
+	if c.ICMPErrorRate == 0 {
+		c.ICMPErrorRate = 1000
+	}
 	t := &c.Timeouts
 	if t.UDP == 0 {
 		t.UDP = DefaultUDPTimeout
@@ -235,7 +242,7 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("nat64: filtering %q: want endpoint-independent or address-dependent", c.Filtering)
 	}
-	for name, v := range map[string]int{"max_sessions_per_client": c.MaxSessionsPerClient, "max_sessions": c.MaxSessions, "syn_rate": c.SYNRate} {
+	for name, v := range map[string]int{"max_sessions_per_client": c.MaxSessionsPerClient, "max_sessions": c.MaxSessions, "syn_rate": c.SYNRate, "icmp_error_rate": c.ICMPErrorRate} {
 		if v < -1 {
 			return fmt.Errorf("nat64: %s %d: must be positive, or -1 for no limit", name, v)
 		}

@@ -48,6 +48,7 @@ const (
 	dropSourceRoute                   // IPv4 source route option
 	dropTooBig                        // output buffer too small
 	dropOffload                       // a super-packet we cannot translate whole
+	dropICMPRate                      // over the ICMP error rate (RFC 4443 2.4 (f))
 	numDrops
 )
 
@@ -57,7 +58,7 @@ var dropNames = [numDrops]string{
 	"client_limit", "table_full", "pool_exhausted", "fragment_unknown",
 	"fragment_too_small", "icmp_fragment", "icmp_untranslatable",
 	"udp_zero_checksum", "bad_checksum", "no_session", "source_route", "too_big",
-	"offload",
+	"offload", "icmp_rate",
 }
 
 func (d dropReason) String() string {

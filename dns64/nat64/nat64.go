@@ -69,6 +69,28 @@ type Path struct {
 	t     *Translator
 	ipID  uint16
 	stats *pathStats
+
+	icmpTokens float64 // ICMP error token bucket (RFC 4443 2.4 (f))
+	icmpLast   int64
+}
+
+// allowICMPError takes a token of the worker's ICMP error budget.
+func (p *Path) allowICMPError() bool {
+	rate := float64(p.t.cfg.ICMPErrorRate)
+	if rate <= 0 {
+		return true
+	}
+	now := p.t.now().UnixNano()
+	p.icmpTokens += float64(now-p.icmpLast) / 1e9 * rate
+	p.icmpLast = now
+	if burst := rate / 10; p.icmpTokens > max(burst, 1) {
+		p.icmpTokens = max(burst, 1)
+	}
+	if p.icmpTokens < 1 {
+		return false
+	}
+	p.icmpTokens--
+	return true
 }
 
 // NewTranslator checks cfg (defaults filled) and builds the state.

@@ -391,3 +391,28 @@ func TestMetricsNames(t *testing.T) {
 		}
 	}
 }
+
+// RFC 4443 2.4 (f): the translator's own ICMP errors are rate limited.
+func TestICMPErrorRate(t *testing.T) {
+	cfg := testConfig()
+	cfg.ICMPErrorRate = 20 // burst 2
+	_, p, clk := newTestTranslator(t, cfg)
+	out := make([]byte, 2000)
+	in := ip6(0, 17, 1, c6, s6, udpSeg(c6, s6, 1234, 53, []byte("x")))
+	var sent, limited int
+	for i := 0; i < 10; i++ {
+		switch r := p.Translate6to4(in, out); {
+		case r.Verdict == Reply:
+			sent++
+		case r.ReasonName() == "icmp_rate":
+			limited++
+		}
+	}
+	if sent != 2 || limited != 8 {
+		t.Fatalf("sent %d, limited %d; want 2 and 8", sent, limited)
+	}
+	clk.t = clk.t.Add(100 * time.Millisecond) // two more tokens
+	if r := p.Translate6to4(in, out); r.Verdict != Reply {
+		t.Fatalf("after refill: %+v", r)
+	}
+}

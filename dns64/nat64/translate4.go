@@ -468,6 +468,9 @@ func plateau(tot int) uint32 {
 // header and some of the data; we keep at most 576 bytes in all). Its
 // source is the pool4 address the packet was sent to.
 func (p *Path) reply4(in, out []byte, typ, code uint8, word uint32) Result {
+	if !p.allowICMPError() {
+		return p.drop(dropICMPRate)
+	}
 	n := len(in)
 	if 28+n > 576 {
 		n = 576 - 28

@@ -438,6 +438,9 @@ func ptr6to4(p uint32) (uint8, bool) {
 // reply6 builds an ICMPv6 error about in, for its sender (RFC 4443
 // section 2.4: as much of the packet as fits in 1280 bytes).
 func (p *Path) reply6(in, out []byte, typ, code uint8, word uint32) Result {
+	if !p.allowICMPError() {
+		return p.drop(dropICMPRate)
+	}
 	n := len(in)
 	if 48+n > 1280 {
 		n = 1280 - 48
