@@ -21,7 +21,13 @@ func TestFastPathZeroAllocs(t *testing.T) {
 			t.Fatal(r.ReasonName())
 		}
 	}
+	gso := cat(vnet(vnetNeedsCsum, gsoTCPv6, 60, 1440, 40, 16),
+		ip6(0, 6, 64, c6, s6, withPartial(tcpSeg(c6, s6, 1234, 80, tcpACK, bytesN(20000, 1)), 16, c6, s6, 6, 0)))
+	partial := cat(vnet(vnetNeedsCsum, gsoNone, 0, 0, 40, 6),
+		ip6(0, 17, 64, c6, s6, withPartial(udpSeg(c6, s6, 1234, 53, data), 6, c6, s6, 17, 8+len(data))))
 	for name, f := range map[string]func() Result{
+		"tcp super-packet 6to4": func() Result { return p.TranslateOffload(gso, out) },
+		"partial udp 6to4":      func() Result { return p.TranslateOffload(partial, out) },
 		"udp 6to4":  func() Result { return p.Translate6to4(up, out) },
 		"udp 4to6":  func() Result { return p.Translate4to6(down, out) },
 		"tcp 6to4":  func() Result { return p.Translate6to4(tcpAck, out) },
