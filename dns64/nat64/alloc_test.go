@@ -28,12 +28,12 @@ func TestFastPathZeroAllocs(t *testing.T) {
 	for name, f := range map[string]func() Result{
 		"tcp super-packet 6to4": func() Result { return p.TranslateOffload(gso, out) },
 		"partial udp 6to4":      func() Result { return p.TranslateOffload(partial, out) },
-		"udp 6to4":  func() Result { return p.Translate6to4(up, out) },
-		"udp 4to6":  func() Result { return p.Translate4to6(down, out) },
-		"tcp 6to4":  func() Result { return p.Translate6to4(tcpAck, out) },
-		"tcp 4to6":  func() Result { return p.Translate4to6(tcpDown, out) },
-		"ping 6to4": func() Result { return p.Translate6to4(pingUp, out) },
-		"ping 4to6": func() Result { return p.Translate4to6(pingDown, out) },
+		"udp 6to4":              func() Result { return p.Translate6to4(up, out) },
+		"udp 4to6":              func() Result { return p.Translate4to6(down, out) },
+		"tcp 6to4":              func() Result { return p.Translate6to4(tcpAck, out) },
+		"tcp 4to6":              func() Result { return p.Translate4to6(tcpDown, out) },
+		"ping 6to4":             func() Result { return p.Translate6to4(pingUp, out) },
+		"ping 4to6":             func() Result { return p.Translate4to6(pingDown, out) },
 	} {
 		if a := testing.AllocsPerRun(200, func() {
 			if r := f(); r.Verdict != Forward {
