@@ -85,7 +85,9 @@ func routesUsing(d *model.Document, pool string) []*model.Route {
 	return rs
 }
 
-func rotationSummary(d *model.Document, p *model.Pool) string {
+// rotationSummary is the ROTATION column: what goes out and in, and the
+// phase at time now.
+func rotationSummary(d *model.Document, p *model.Pool, now time.Time) string {
 	r := p.Rotation
 	if r == nil {
 		return ""
@@ -93,6 +95,9 @@ func rotationSummary(d *model.Document, p *model.Pool) string {
 	phase := "adding"
 	if until, ok := rotationUntil(d, p); ok {
 		phase = "waiting until " + until.UTC().Round(time.Second).Format(time.RFC3339)
+		if !now.Before(until) {
+			phase = "waited; ops pool rotate --resume " + p.Name + " finishes it"
+		}
 	} else if r.DrainedAt != "" {
 		phase = "waiting since " + r.DrainedAt
 	}
@@ -116,7 +121,7 @@ func poolList(c *call) error {
 	for i := range d.Pools {
 		p := &d.Pools[i]
 		t.row(p.Name, p.Edge, p.Site, string(p.State), strconv.Itoa(int(p.Weight)),
-			strconv.Itoa(len(p.V4)), strconv.Itoa(len(p.V6)), strconv.Itoa(len(p.Drain)), rotationSummary(d, p))
+			strconv.Itoa(len(p.V4)), strconv.Itoa(len(p.V6)), strconv.Itoa(len(p.Drain)), rotationSummary(d, p, c.e.now()))
 	}
 	return t.flush()
 }
@@ -143,7 +148,7 @@ func poolShow(c *call) error {
 	kv.row("STATE", string(p.State))
 	kv.row("WEIGHT", strconv.Itoa(int(p.Weight)))
 	kv.row("ROUTES", strings.Join(routes, ","))
-	kv.row("ROTATION", rotationSummary(d, p))
+	kv.row("ROTATION", rotationSummary(d, p, c.e.now()))
 	if err := kv.flush(); err != nil {
 		return err
 	}

@@ -149,7 +149,7 @@ func rotateStart(c *call, name string, out, in []netip.Addr) error {
 			return err
 		}
 		if p.Rotation != nil {
-			return fmt.Errorf("pool %s: a rotation is already in progress (%s); finish it with ops pool rotate --resume %s, or --abort it", name, rotationSummary(d, p), name)
+			return fmt.Errorf("pool %s: a rotation is already in progress (%s); finish it with ops pool rotate --resume %s, or --abort it", name, rotationSummary(d, p, c.e.now()), name)
 		}
 		if err := mustBeInPool(p, out); err != nil {
 			return err

@@ -219,6 +219,11 @@ func TestRotationWaitRecorded(t *testing.T) {
 	if out := h.ok("status", "-o", "json"); !strings.Contains(out, `"until": "2026-11-22T03:05:00Z"`) || !strings.Contains(out, `"wait": "5m0s"`) {
 		t.Errorf("status -o json:\n%s", out)
 	}
+	h.now = testNow.Add(6 * time.Minute)
+	if out := h.ok("pool", "list"); !strings.Contains(out, "waited; ops pool rotate --resume edge-ams-01 finishes it") {
+		t.Errorf("pool list after the wait:\n%s", out)
+	}
+	h.now = testNow
 	out := h.ok("pool", "rotate", "--resume", "edge-ams-01")
 	if !strings.Contains(out, "waiting 5m0s") || !strings.Contains(out, "--wait 5m0s") {
 		t.Errorf("resume did not honour the recorded --wait:\n%s", out)

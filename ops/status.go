@@ -91,11 +91,11 @@ type rotationStatus struct {
 	Summary string `json:"summary"`
 }
 
-func newRotationStatus(d *model.Document, p *model.Pool) *rotationStatus {
+func newRotationStatus(d *model.Document, p *model.Pool, now time.Time) *rotationStatus {
 	if p.Rotation == nil {
 		return nil
 	}
-	rs := &rotationStatus{Rotation: *p.Rotation, Summary: rotationSummary(d, p)}
+	rs := &rotationStatus{Rotation: *p.Rotation, Summary: rotationSummary(d, p, now)}
 	if until, ok := rotationUntil(d, p); ok {
 		rs.Until = until.UTC().Format(time.RFC3339)
 	}
@@ -191,7 +191,7 @@ func status(c *call) error {
 			}
 		}
 		rep.Pools = append(rep.Pools, poolStatus{Name: p.Name, Edge: p.Edge, State: p.State, Health: h, Weight: p.Weight,
-			V4: len(p.V4), V6: len(p.V6), Drained: len(p.Drain), Rotation: newRotationStatus(d, p)})
+			V4: len(p.V4), V6: len(p.V6), Drained: len(p.Drain), Rotation: newRotationStatus(d, p, c.e.now())})
 	}
 	for i := range d.Routes {
 		r := &d.Routes[i]
