@@ -273,6 +273,7 @@ func TestPod(t *testing.T) {
 		}
 		m, _ := l.NATMetrics(1)
 		noSessionBefore, _ := metric(m, `nat64_drops_total{reason="tcp_no_session"}`)
+		slotsBefore, _ := l.AccessMetric(`p4access_slots_changed_sum{vip="nat64-lab"}`)
 		start := time.Now()
 		l.StopNAT(2)
 		t.Logf("nat2 stopped (SIGTERM: withdraw, then stop) in %s", time.Since(start).Round(time.Millisecond))
@@ -284,6 +285,11 @@ func TestPod(t *testing.T) {
 			return nil
 		}); err != nil {
 			t.Fatal(err)
+		}
+		slotsAfter, _ := l.AccessMetric(`p4access_slots_changed_sum{vip="nat64-lab"}`)
+		t.Logf("p4access rewrote %.0f of %d Maglev slots %s after the SIGTERM", slotsAfter-slotsBefore, maglevSize, time.Since(start).Round(time.Millisecond))
+		if share, err := MaglevSlots(2, []int{1, 2}); err != nil || float64(share) != slotsAfter-slotsBefore {
+			t.Errorf("p4access rewrote %.0f slots; nat2 owned %d (%v)", slotsAfter-slotsBefore, share, err)
 		}
 		type res struct {
 			f   *Flow

@@ -385,6 +385,16 @@ func (l *Lab) AccessServers() (int, error) {
 	return int(n), nil
 }
 
+// AccessMetric returns the sum of a p4access metric's samples.
+func (l *Lab) AccessMetric(name string) (float64, error) {
+	out, err := inNS(nsAccess, "curl", "-sf", "-m", "2", "http://"+accessMetrics+"/metrics")
+	if err != nil {
+		return 0, err
+	}
+	v, _ := metric(out, name)
+	return v, nil
+}
+
 // NATMetrics returns nat server i's /metrics text.
 func (l *Lab) NATMetrics(i int) (string, error) {
 	return inNS(nsNAT(i), "curl", "-sf", "-m", "2", "http://"+natMetrics(i)+"/metrics")
@@ -527,12 +537,7 @@ func (f *Flow) Get(timeout time.Duration) (int, error) {
 // put a flow on, with these servers up (as p4access builds the table:
 // backends named by their next hop).
 func ExpectedServer(sport uint16, up []int) (int, error) {
-	var bs []maglev.Backend
-	for _, i := range up {
-		bs = append(bs, maglev.Backend{Name: netip.MustParseAddr(natAddr6(i)).String()})
-	}
-	slices.SortFunc(bs, func(a, b maglev.Backend) int { return strings.Compare(a.Name, b.Name) })
-	t, err := maglev.Build(bs, maglevSize)
+	t, err := maglevTable(up)
 	if err != nil {
 		return 0, err
 	}
@@ -544,6 +549,31 @@ func ExpectedServer(sport uint16, up []int) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("maglev picked unknown backend %s", name)
+}
+
+// maglevTable is the VIP's table over these servers, as p4access builds it.
+func maglevTable(up []int) (*maglev.Table, error) {
+	var bs []maglev.Backend
+	for _, i := range up {
+		bs = append(bs, maglev.Backend{Name: netip.MustParseAddr(natAddr6(i)).String()})
+	}
+	slices.SortFunc(bs, func(a, b maglev.Backend) int { return strings.Compare(a.Name, b.Name) })
+	return maglev.Build(bs, maglevSize)
+}
+
+// MaglevSlots returns how many slots server i owns with these servers up.
+func MaglevSlots(i int, up []int) (int, error) {
+	t, err := maglevTable(up)
+	if err != nil {
+		return 0, err
+	}
+	name := netip.MustParseAddr(natAddr6(i)).String()
+	for k, b := range t.Backends() {
+		if b.Name == name {
+			return t.Counts()[k], nil
+		}
+	}
+	return 0, nil
 }
 
 // StopNAT stops NAT64 server i with SIGTERM (it withdraws its VIP first).
