@@ -54,9 +54,9 @@ func (h *vnetHdr) encode(b []byte) {
 // checksum of a packet that is not a super-packet is completed in software
 // first; a TCP super-packet keeps its partial checksum (the pseudo-header
 // sum), which is moved from the IPv6 to the IPv4 pseudo-header or back,
-// and its GSO type is switched. Super-packets that are not plain TCP (or
-// that would need IPv6 fragmentation) are dropped and counted as
-// "offload". A Forward of several parts (IPv6 fragments) writes each part
+// and its GSO type is switched. Super-packets that are not plain TCP are
+// dropped and counted as "offload"; an IPv4 one without DF is translated
+// as if DF were set (the kernel segments it, nothing needs fragmenting). A Forward of several parts (IPv6 fragments) writes each part
 // with its own virtio_net_hdr, back to back.
 func (p *Path) TranslateOffload(in, out []byte) Result {
 	if len(in) < vnetHdrLen+1 || len(out) < vnetHdrLen {
@@ -112,8 +112,18 @@ func (p *Path) TranslateOffload(in, out []byte) Result {
 		return p.drop(dropOffload) // extension headers: not worth it
 	}
 	if !v6 && (cs != int(pkt[0]&0x0f)*4 || pkt[packet.IPv4Protocol] != protoTCP ||
-		be.Uint16(pkt[packet.IPv4FlagsFrag:])&(packet.IPv4FlagDF|packet.IPv4FlagMF|packet.IPv4FragOffMask) != packet.IPv4FlagDF) {
-		return p.drop(dropOffload) // fragments or no DF: would need splitting
+		be.Uint16(pkt[packet.IPv4FlagsFrag:])&(packet.IPv4FlagMF|packet.IPv4FragOffMask) != 0) {
+		return p.drop(dropOffload) // a fragment cannot be a super-packet
+	}
+	if !v6 {
+		// A super-packet without DF (a sender without path MTU discovery)
+		// is segmented by the kernel, not fragmented: translate it as if
+		// DF were set, then restore the input.
+		ff := be.Uint16(pkt[packet.IPv4FlagsFrag:])
+		if ff&packet.IPv4FlagDF == 0 {
+			be.PutUint16(pkt[packet.IPv4FlagsFrag:], ff|packet.IPv4FlagDF)
+			defer be.PutUint16(pkt[packet.IPv4FlagsFrag:], ff)
+		}
 	}
 	l4 := pkt[cs:]
 	partial := be.Uint16(l4[packet.TCPChecksum:])

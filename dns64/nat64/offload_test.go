@@ -73,10 +73,20 @@ func TestTranslateOffload(t *testing.T) {
 			t.Errorf("%s: %+v (%s)\n got %s\nwant %s", tc.name, r, r.ReasonName(), hex.EncodeToString(out[:min(r.Len, 200)]), hex.EncodeToString(want[:min(len(want), 200)]))
 		}
 	}
-	// Super-packets that are not plain TCP with DF are refused.
+	// An IPv4 super-packet without DF is translated whole all the same.
+	p.ipID = 0x1233
+	in := cat(vnet(vnetNeedsCsum, gsoTCPv4, 40, 1400, 20, 16),
+		ip4(0, 77, 0, 50, 6, s4, p4, withPartial(tcpSeg(s4, p4, 80, 40000, tcpACK, data), 16, s4, p4, 6, 0)))
+	orig := append([]byte{}, in...)
+	want := cat(vnet(vnetNeedsCsum, gsoTCPv6, 60, 1400, 40, 16),
+		ip6(0, 6, 49, s6, c6, withPartial(tcpSeg(s6, c6, 80, 1234, tcpACK, data), 16, s6, c6, 6, 0)))
+	if r := p.TranslateOffload(in, out); r.Verdict != Forward || !bytes.Equal(out[:r.Len], want) || !bytes.Equal(in, orig) {
+		t.Errorf("super-packet without DF: %+v (%s)", r, r.ReasonName())
+	}
+	// Super-packets that are not plain TCP are refused.
 	for _, in := range [][]byte{
 		cat(vnet(vnetNeedsCsum, gsoUDP, 48, 1400, 40, 6), ip6(0, 17, 64, c6, s6, udpSeg(c6, s6, 1234, 53, data))),
-		cat(vnet(vnetNeedsCsum, gsoTCPv4, 40, 1400, 20, 16), ip4(0, 77, 0, 50, 6, s4, p4, tcpSeg(s4, p4, 80, 40000, tcpACK, data))),
+		cat(vnet(vnetNeedsCsum, gsoTCPv4, 40, 1400, 20, 16), ip4(0, 77, mf, 50, 6, s4, p4, tcpSeg(s4, p4, 80, 40000, tcpACK, data))),
 		cat(vnet(0, gsoTCPv6, 60, 1400, 40, 16), ip6(0, 6, 64, c6, s6, tcpSeg(c6, s6, 1234, 80, tcpACK, data))),
 	} {
 		if r := p.TranslateOffload(in, out); r.ReasonName() != "offload" {
