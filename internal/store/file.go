@@ -236,43 +236,62 @@ func writeAtomic(path string, b []byte) error {
 // Watch implements Store: it reads the file at once and after each change
 // to it, including a replacement by rename.
 func (f *File) Watch(ctx context.Context, fn func(*model.Document, error)) error {
-	var last []byte
+	var last []byte    // the bytes last delivered
+	var lastErr string // the error last reported, so a re-read repeats none
+	fail := func(err error) {
+		if err.Error() != lastErr {
+			lastErr = err.Error()
+			fn(nil, err)
+		}
+	}
+	missing := fmt.Errorf("store: %s: file removed; keeping the last good data", f.path)
 	reload := func() {
 		b, err := os.ReadFile(f.path)
 		if err == nil && last != nil && bytes.Equal(b, last) {
-			return // a touch, or our own event twice
+			return // a touch, a re-read, or our own event twice
 		}
 		last = nil // set again on success: after an error, good bytes are news
 		if errors.Is(err, fs.ErrNotExist) {
-			fn(nil, fmt.Errorf("store: %s: file removed; keeping the last good data", f.path))
+			fail(missing)
 			return
 		}
 		if err != nil {
-			fn(nil, fmt.Errorf("store: %w", err))
+			fail(fmt.Errorf("store: %w", err))
 			return
 		}
 		d, err := model.ParseYAML(f.path, b)
 		if err != nil {
-			f.log.Warn("store file invalid, keeping the last good data", "store", f.String(), "err", err)
-			fn(nil, fmt.Errorf("store: %w", err))
+			fail(fmt.Errorf("store: %w", err))
 			return
 		}
-		last = b
+		last, lastErr = b, ""
 		fn(d, nil)
 	}
 	// Start watching before the first read, so no change slips between.
-	errc := make(chan error, 1)
+	// The file's folder is watched, and when the path is a symlink the
+	// target's folder too (config management links a file into place and
+	// rewrites the target); a slow re-read catches what events cannot,
+	// such as a link pointed at another folder.
+	errc := make(chan error, 2)
 	events := make(chan struct{}, 1)
-	go func() {
-		errc <- fswatch.WatchFile(ctx, f.path, 50*time.Millisecond, func() {
-			select {
-			case events <- struct{}{}:
-			default:
-			}
-		})
-	}()
+	notify := func() {
+		select {
+		case events <- struct{}{}:
+		default:
+		}
+	}
+	watch := func(path string) {
+		go func() { errc <- fswatch.WatchFile(ctx, path, 50*time.Millisecond, notify) }()
+	}
+	watch(f.path)
+	if target, err := filepath.EvalSymlinks(f.path); err == nil && target != f.path {
+		watch(target)
+	}
+	resync := time.NewTicker(2 * time.Second)
+	defer resync.Stop()
 	if _, err := os.Stat(f.path); errors.Is(err, fs.ErrNotExist) {
-		last = []byte{}
+		// Not written yet: an empty store, as Load says, until it is.
+		lastErr = missing.Error()
 		fn(&model.Document{}, nil)
 	} else {
 		reload()
@@ -287,6 +306,8 @@ func (f *File) Watch(ctx context.Context, fn func(*model.Document, error)) error
 			}
 			return nil
 		case <-events:
+			reload()
+		case <-resync.C:
 			reload()
 		}
 	}

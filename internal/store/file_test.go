@@ -190,3 +190,63 @@ func TestOpen(t *testing.T) {
 		}
 	}
 }
+
+// A store path that is a symlink (config management links files into
+// place): a change to the target, in its own folder, is seen.
+func TestFileWatchFollowsSymlink(t *testing.T) {
+	dir := t.TempDir()
+	tgtDir := filepath.Join(dir, "tgt")
+	os.Mkdir(tgtDir, 0o755)
+	target := filepath.Join(tgtDir, "pods-a.yaml")
+	os.WriteFile(target, []byte(seed), 0o644)
+	link := filepath.Join(dir, "pods.yaml")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	f := OpenFile(link, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	docs := make(chan *model.Document, 16)
+	go f.Watch(ctx, func(d *model.Document, err error) {
+		if err != nil {
+			t.Errorf("watch error: %v", err)
+			return
+		}
+		docs <- d
+	})
+	next := func() *model.Document {
+		t.Helper()
+		select {
+		case d := <-docs:
+			return d
+		case <-time.After(5 * time.Second):
+			t.Fatal("no document")
+		}
+		return nil
+	}
+	if d := next(); d.Version != 1 {
+		t.Fatalf("initial version %d", d.Version)
+	}
+	writeAtomic(target, []byte(strings.Replace(seed, "version: 1", "version: 2", 1)))
+	if d := next(); d.Version != 2 {
+		t.Fatalf("after the target changed: version %d", d.Version)
+	}
+}
+
+// A file that does not exist yet reads as an empty store once, not as a
+// stream of errors from the periodic re-read.
+func TestFileWatchMissingFileIsQuiet(t *testing.T) {
+	f := newFile(t, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
+	defer cancel()
+	var calls, errs int
+	f.Watch(ctx, func(d *model.Document, err error) {
+		calls++
+		if err != nil {
+			errs++
+		}
+	})
+	if calls != 1 || errs != 0 {
+		t.Errorf("%d calls, %d errors; want one empty document", calls, errs)
+	}
+}
