@@ -2,12 +2,11 @@ package dns64
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"strings"
+
+	"github.com/v6pod/v6pod/internal/cli"
 )
 
 const usage = `usage: dns64 [--config FILE] [--listen ADDR] [--upstream ADDR]... [--prefix PREFIX] [--metrics ADDR]
@@ -38,23 +37,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		checkOnly  = fs.Bool("check", false, "validate the configuration and exit")
 		upstreams  []string
 	)
-	fs.Func("upstream", "upstream resolver `address` (repeat or comma-separate for several)", func(v string) error {
-		for _, u := range strings.Split(v, ",") {
-			if u = strings.TrimSpace(u); u != "" {
-				upstreams = append(upstreams, u)
-			}
-		}
-		return nil
-	})
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "dns64: unexpected argument %q\n", fs.Arg(0))
-		return 2
+	fs.Func("upstream", "upstream resolver `address` (repeat or comma-separate for several)", cli.List(&upstreams))
+	if code, ok := cli.Parse(fs, args); !ok {
+		return code
 	}
 
 	var cfg Config
@@ -91,7 +76,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 
-	log := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+	log, err := cli.Logger(stderr, cfg.LogLevel, cfg.LogFormat)
+	if err != nil {
+		fmt.Fprintf(stderr, "dns64: %v\n", err)
+		return 2
+	}
 	srv, err := New(cfg, WithLogger(log))
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -102,14 +91,4 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
-}
-
-func newLogger(w io.Writer, level, format string) *slog.Logger {
-	var lv slog.Level
-	_ = lv.UnmarshalText([]byte(level))
-	opts := &slog.HandlerOptions{Level: lv}
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
 }

@@ -2,12 +2,11 @@ package nat64
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"strings"
+
+	"github.com/v6pod/v6pod/internal/cli"
 )
 
 const usage = `usage: nat64 --tun NAME --pool6 PREFIX --pool4 PREFIX [--metrics ADDR] [--config FILE] [--no-routes]
@@ -41,23 +40,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		checkOnly  = fs.Bool("check", false, "validate the configuration and exit")
 		pool4      []string
 	)
-	fs.Func("pool4", "IPv4 `prefix` [ports LO-HI] (repeat or comma-separate)", func(v string) error {
-		for _, p := range strings.Split(v, ",") {
-			if p = strings.TrimSpace(p); p != "" {
-				pool4 = append(pool4, p)
-			}
-		}
-		return nil
-	})
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "nat64: unexpected argument %q\n", fs.Arg(0))
-		return 2
+	fs.Func("pool4", "IPv4 `prefix` [ports LO-HI] (repeat or comma-separate)", cli.List(&pool4))
+	if code, ok := cli.Parse(fs, args); !ok {
+		return code
 	}
 	var cfg Config
 	if *configPath != "" {
@@ -103,9 +88,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "nat64: configuration is valid")
 		return 0
 	}
-	var lv slog.Level
-	_ = lv.UnmarshalText([]byte(*logLevel))
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
+	log, err := cli.Logger(stderr, *logLevel, "")
+	if err != nil {
+		fmt.Fprintf(stderr, "nat64: --log-level: %v\n", err)
+		return 2
+	}
 	n, err := New(cfg, WithLogger(log))
 	if err != nil {
 		fmt.Fprintln(stderr, err)
