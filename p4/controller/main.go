@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -14,6 +13,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/v6pod/v6pod/internal/cli"
 )
 
 // Main is the p4access command: it parses args, loads and checks the
@@ -30,23 +31,17 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on this address")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	check := fs.Bool("check", false, "check the configuration and exit")
-	if err := fs.Parse(args); err != nil {
+	if code, ok := cli.Parse(fs, args); !ok {
+		return code
+	}
+	log, err := cli.Logger(stderr, *logLevel, "")
+	if err != nil {
+		fmt.Fprintf(stderr, "p4access: --log-level: %v\n", err)
 		return 2
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "p4access: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
-		fmt.Fprintf(stderr, "p4access: --log-level %q: %v\n", *logLevel, err)
-		return 2
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 
 	var cfg Config
 	if *config != "" {
-		var err error
 		if cfg, err = LoadConfig(*config); err != nil {
 			fmt.Fprintln(stderr, err)
 			return 2

@@ -5,11 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/v6pod/v6pod/internal/cli"
 )
 
 // portFlags collects --port N=IFACE.
@@ -45,19 +46,14 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: p4access sim [flags]\n\nA simulator of access.p4 serving P4Runtime (not a general P4 target).")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := cli.Parse(fs, args); !ok {
+		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "p4access sim: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
+	log, err := cli.Logger(stderr, *logLevel, "")
+	if err != nil {
 		fmt.Fprintf(stderr, "p4access sim: --log-level: %v\n", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	s := New(WithDeviceID(*deviceID), WithLogger(log))
 	var pp *Ports
 	if len(ports) > 0 {
