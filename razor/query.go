@@ -346,7 +346,7 @@ func (s *Server) resolve(sc *scratch, snap *snapshot, q *query, key string, r *r
 			out.aa = true
 			out.kind, out.rrlName = rrl.Negative, z.Key
 		}
-		if rt, label := snap.routeFor(key); rt != nil {
+		if rt, label := snap.routeFor(key, z); rt != nil {
 			fi := -1
 			switch qtype {
 			case dns.TypeA, dns.TypeANY:

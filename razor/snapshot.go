@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync/atomic"
 
@@ -110,6 +111,7 @@ func buildSnapshot(in inputs, m *metrics) (*snapshot, error) {
 		})
 	}
 	var errs []error
+	routeKeys := map[string][]string{} // zone apex → route names in it
 	for i := range doc.Routes {
 		r := &doc.Routes[i]
 		key, err := zone.Key(r.Name)
@@ -122,10 +124,22 @@ func buildSnapshot(in inputs, m *metrics) (*snapshot, error) {
 			errs = append(errs, fmt.Errorf("route %s: not inside any zone razor serves", r.Name))
 			continue
 		}
+		if key == z.Key {
+			// The apex holds the zone's SOA and NS, and a route there
+			// would answer every first-level name of the zone.
+			errs = append(errs, fmt.Errorf("route %s: at the apex of zone %s", r.Name, z.Origin))
+			continue
+		}
 		if res := z.Lookup(key, dns.TypeA); res.Kind == zone.Delegation {
 			errs = append(errs, fmt.Errorf("route %s: below the delegation %s of zone %s", r.Name, zone.Name(res.Node.Key), z.Origin))
 			continue
 		}
+		if n := z.Nodes[key]; n != nil && n.Set(dns.TypeCNAME) != nil {
+			// RFC 1034 §3.6.2: a CNAME owner holds no other data.
+			errs = append(errs, fmt.Errorf("route %s: the name holds a CNAME in zone %s", r.Name, z.Origin))
+			continue
+		}
+		routeKeys[z.Key] = append(routeKeys[z.Key], key)
 		rt := &route{
 			key: key, name: r.Name, answers: r.Answers,
 			shard: r.Shard == model.ShardLabel, shardSize: r.ShardSize,
@@ -178,20 +192,31 @@ func buildSnapshot(in inputs, m *metrics) (*snapshot, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	if len(routeKeys) > 0 {
+		// Route names and the empty non-terminals above them exist in
+		// their zones (RFC 8020, RFC 4592 §2.2.2: they are closest
+		// enclosers too).
+		s.zones = maps.Clone(in.zones)
+		for zk, keys := range routeKeys {
+			s.zones[zk] = in.zones[zk].WithNames(keys)
+		}
+	}
 	return s, nil
 }
 
-// routeFor returns the route that answers key: the route itself, or a
-// label directly under it (customers CNAME <label>.<route>), with that
-// label, which picks the shard of a shard: label route.
-func (s *snapshot) routeFor(key string) (*route, string) {
+// routeFor returns the route that answers key in zone z: the route
+// itself, or a label directly under it (customers CNAME <label>.<route>),
+// with that label, which picks the shard of a shard: label route. A label
+// that exists in the zone (records, a cut, an empty non-terminal) is the
+// zone's, never the route's.
+func (s *snapshot) routeFor(key string, z *zone.Zone) (*route, string) {
 	if len(s.routes) == 0 {
 		return nil, ""
 	}
 	if r := s.routes[key]; r != nil {
 		return r, ""
 	}
-	if len(key) > 1 {
+	if len(key) > 1 && z.Nodes[key] == nil {
 		if r := s.routes[zone.Parent(key)]; r != nil {
 			return r, key[1 : 1+int(key[0])]
 		}

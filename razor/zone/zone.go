@@ -7,6 +7,7 @@ package zone
 import (
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -266,6 +267,21 @@ func (z *Zone) node(k string) *Node {
 		z.node(Parent(k))
 	}
 	return n
+}
+
+// WithNames returns a copy of z in which the names keys (wire keys inside
+// the zone) and the empty non-terminals above them exist, for names whose
+// data lives elsewhere (razor's routes). z itself is not changed; the
+// copy shares every existing node.
+func (z *Zone) WithNames(keys []string) *Zone {
+	c := *z
+	c.Nodes = maps.Clone(z.Nodes)
+	for _, k := range keys {
+		if IsBelow(k, z.Key) {
+			c.node(k)
+		}
+	}
+	return &c
 }
 
 func (z *Zone) referral(cut *Node) *Referral {

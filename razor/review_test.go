@@ -1,0 +1,204 @@
+package razor
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+// reviewZone is a zone whose names sit next to, under and above routes.
+const reviewZone = `$ORIGIN r.test.
+$TTL 3600
+@             IN SOA  ns.r.test. hostmaster.r.test. 1 7200 900 1209600 300
+@             IN NS   ns.r.test.
+ns            IN A    127.0.0.1
+mail          IN AAAA 2001:db8:ffff::25
+cn.route      IN CNAME mail.r.test.
+del.route     IN NS   ns.del.route.r.test.
+ns.del.route  IN A    192.0.2.53
+txt.route     IN TXT  "zone data under a route"
+*.wild        IN A    192.0.2.80
+sub           IN NS   ns.sub.r.test.
+ns.sub        IN A    192.0.2.54
+cname         IN CNAME mail.r.test.
+`
+
+// reviewPods holds one active pool and the routes of the review tests.
+func reviewPods(routes ...string) string {
+	var b strings.Builder
+	b.WriteString(`version: 1
+pools:
+  - name: edge-a
+    edge: a
+    weight: 100
+    state: active
+    v4: [10.1.0.1, 10.1.0.2]
+    v6: ["fd00:1::1", "fd00:1::2"]
+  - name: edge-off
+    edge: off
+    weight: 100
+    state: disabled
+    v4: [10.2.0.1]
+routes:
+`)
+	for _, r := range routes {
+		pool := "edge-a"
+		if name, p, ok := strings.Cut(r, "="); ok {
+			r, pool = name, p
+		}
+		b.WriteString("  - name: " + r + "\n    pools: [" + pool + "]\n    answers: 2\n    ttl: 30\n    shard: none\n")
+	}
+	return b.String()
+}
+
+func reviewZones(t testing.TB) func(*Config) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "r.test.zone")
+	if err := os.WriteFile(p, []byte(reviewZone), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return func(c *Config) {
+		c.Zones = append(c.Zones, ZoneConfig{Origin: "r.test", File: p})
+	}
+}
+
+// zoneCase is one query and what its answer must hold ("owner type
+// rdata" substrings, in order).
+type zoneCase struct {
+	name   string
+	rfc    string
+	qname  string
+	qtype  uint16
+	rcode  int
+	aa     bool
+	answer []string
+	ns     []string
+}
+
+func runZoneCases(t *testing.T, s *Server, cases []zoneCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := ask(t, s, newQuery(tc.qname, tc.qtype), false)
+			if r == nil {
+				t.Fatal("no answer")
+			}
+			ctx := tc.rfc + "\n" + r.String()
+			if r.Rcode != tc.rcode {
+				t.Errorf("rcode %s, want %s (%s)", dns.RcodeToString[r.Rcode], dns.RcodeToString[tc.rcode], ctx)
+			}
+			if r.Authoritative != tc.aa {
+				t.Errorf("AA %v, want %v (%s)", r.Authoritative, tc.aa, ctx)
+			}
+			check := func(sec string, got []dns.RR, want []string) {
+				if len(got) != len(want) {
+					t.Errorf("%s: %d records, want %d (%s)", sec, len(got), len(want), ctx)
+					return
+				}
+				for i, w := range want {
+					if !strings.Contains(got[i].String(), w) {
+						t.Errorf("%s[%d] = %q, want it to contain %q (%s)", sec, i, got[i].String(), w, ctx)
+					}
+				}
+			}
+			check("answer", r.Answer, tc.answer)
+			check("authority", r.Ns, tc.ns)
+		})
+	}
+}
+
+// Names the zone holds one label under a route are the zone's: the route
+// answers only labels the zone does not have.
+func TestRouteLabelsYieldToZoneNames(t *testing.T) {
+	t.Parallel()
+	s, _ := testServer(t, reviewPods("route.r.test."), reviewZones(t))
+	runZoneCases(t, s, []zoneCase{
+		{name: "CNAME under a route is followed, not answered from pools", rfc: "RFC 1034 §4.3.2 step 3a",
+			qname: "cn.route.r.test", qtype: dns.TypeAAAA, aa: true,
+			answer: []string{"cn.route.r.test.\t3600\tIN\tCNAME\tmail.r.test.", "mail.r.test.\t3600\tIN\tAAAA\t2001:db8:ffff::25"}},
+		{name: "delegation under a route is a referral", rfc: "RFC 1034 §4.3.2 step 3b",
+			qname: "del.route.r.test", qtype: dns.TypeA,
+			ns: []string{"del.route.r.test.\t3600\tIN\tNS\tns.del.route.r.test."}},
+		{name: "below a delegation under a route is a referral", rfc: "RFC 1034 §4.3.2 step 3b",
+			qname: "x.del.route.r.test", qtype: dns.TypeA,
+			ns: []string{"del.route.r.test.\t3600\tIN\tNS"}},
+		{name: "an existing name under a route keeps its data", rfc: "RFC 1034 §4.3.2 step 3a",
+			qname: "txt.route.r.test", qtype: dns.TypeTXT, aa: true,
+			answer: []string{"txt.route.r.test.\t3600\tIN\tTXT"}},
+		{name: "an existing name under a route without the type is NODATA", rfc: "RFC 2308 §2.2",
+			qname: "txt.route.r.test", qtype: dns.TypeA, aa: true, ns: []string{"SOA"}},
+		{name: "a label the zone lacks is the route's", rfc: "DESIGN.md Names",
+			qname: "shop.route.r.test", qtype: dns.TypeA, aa: true,
+			answer: []string{"shop.route.r.test.\t30\tIN\tA\t10.1.0.", "shop.route.r.test.\t30\tIN\tA\t10.1.0."}},
+	})
+}
+
+// Routes are rejected where they would hide zone data: at an apex, at a
+// CNAME, at or below a cut. The error names the route.
+func TestRouteConflictsRejected(t *testing.T) {
+	t.Parallel()
+	zones := reviewZones(t)
+	for _, tc := range []struct{ route, want string }{
+		{"r.test.", "route r.test.: at the apex of zone r.test."},
+		{"cname.r.test.", "route cname.r.test.: the name holds a CNAME"},
+		{"sub.r.test.", "route sub.r.test.: below the delegation sub.r.test."},
+		{"x.sub.r.test.", "route x.sub.r.test.: below the delegation sub.r.test."},
+	} {
+		cfg := Config{Listen: []string{"127.0.0.1:0"}, UDPWorkers: 1}
+		zones(&cfg)
+		p := filepath.Join(t.TempDir(), "pods.yaml")
+		os.WriteFile(p, []byte(reviewPods(tc.route)), 0o644)
+		cfg.Store = "file://" + p
+		s, err := New(cfg)
+		if err == nil {
+			s.Close()
+			t.Fatalf("route %s accepted", tc.route)
+		}
+		if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("route %s: got %v, want %q", tc.route, err, tc.want)
+		}
+	}
+}
+
+// A conflicting route written to a running razor's store is logged and
+// the last good data kept.
+func TestRouteConflictKeepsLastGood(t *testing.T) {
+	t.Parallel()
+	s, path := testServer(t, reviewPods("route.r.test."), reviewZones(t))
+	bad := strings.Replace(reviewPods("route.r.test.", "cname.r.test."), "version: 1", "version: 2", 1)
+	if err := os.WriteFile(path+".tmp", []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Rename(path+".tmp", path)
+	eventually(t, 5e9, "the store error is counted", func() bool {
+		return counterValue(t, s, "razor_store_errors_total") > 0
+	})
+	if r := ask(t, s, newQuery("route.r.test", dns.TypeA), false); len(addrsOf(r.Answer)) != 2 {
+		t.Fatalf("route lost after a bad update:\n%s", r)
+	}
+	if r := ask(t, s, newQuery("cname.r.test", dns.TypeA), false); len(r.Answer) != 1 || r.Answer[0].Header().Rrtype != dns.TypeCNAME {
+		t.Fatalf("cname.r.test is no longer the zone's CNAME:\n%s", r)
+	}
+}
+
+// Route names and the empty non-terminals above them exist in the zone.
+func TestRouteNamesExistInZone(t *testing.T) {
+	t.Parallel()
+	s, _ := testServer(t, reviewPods("deep.x.r.test.", "foo.wild.r.test."), reviewZones(t))
+	runZoneCases(t, s, []zoneCase{
+		{name: "the parent of a route is an empty non-terminal: NODATA", rfc: "RFC 8020 §2, RFC 9156 §3",
+			qname: "x.r.test", qtype: dns.TypeA, aa: true, ns: []string{"SOA"}},
+		{name: "a route is a closest encloser: the wildcard above it does not apply", rfc: "RFC 4592 §3.3.1",
+			qname: "x.bar.foo.wild.r.test", qtype: dns.TypeA, aa: true, rcode: dns.RcodeNameError, ns: []string{"SOA"}},
+		{name: "the wildcard still covers other names", rfc: "RFC 4592 §3.3.1",
+			qname: "other.wild.r.test", qtype: dns.TypeA, aa: true, answer: []string{"other.wild.r.test.\t3600\tIN\tA\t192.0.2.80"}},
+		{name: "a label under the route is the route's", rfc: "DESIGN.md Names",
+			qname: "bar.foo.wild.r.test", qtype: dns.TypeA, aa: true,
+			answer: []string{"bar.foo.wild.r.test.\t30\tIN\tA\t10.1.0.", "bar.foo.wild.r.test.\t30\tIN\tA\t10.1.0."}},
+		{name: "two labels under a route do not exist", rfc: "RFC 1034 §4.3.2 step 3c",
+			qname: "a.b.deep.x.r.test", qtype: dns.TypeA, aa: true, rcode: dns.RcodeNameError, ns: []string{"SOA"}},
+	})
+}
