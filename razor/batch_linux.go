@@ -20,7 +20,7 @@ import (
 const (
 	udpBatch   = 32
 	udpInSize  = 4096 // a query bigger than this is cut (MSG_TRUNC) and dropped
-	udpOutSize = 4096
+	udpOutSize = maxUDPSize // Validate caps edns_udp_size to it
 )
 
 type mmsghdr struct {

@@ -17,6 +17,10 @@ import (
 	"github.com/v6pod/v6pod/internal/model"
 )
 
+// maxUDPSize is the largest edns_udp_size: the size of the UDP send
+// buffers.
+const maxUDPSize = 4096
+
 // Config is razor's configuration: the YAML file of --config, with the
 // quick-start flags laid over it. Zero values mean the defaults that
 // Defaults fills in.
@@ -247,8 +251,10 @@ func (c *Config) Validate() error {
 			bad("zone %s: no file", o)
 		}
 	}
-	if c.EDNSSize < 512 || c.EDNSSize > 65535 {
-		bad("edns_udp_size %d: want 512 to 65535", c.EDNSSize)
+	if c.EDNSSize < 512 || c.EDNSSize > maxUDPSize {
+		// Above 4096 an answer would not fit the UDP send buffers; 1232
+		// avoids fragmentation (DNS flag day 2020).
+		bad("edns_udp_size %d: want 512 to %d", c.EDNSSize, maxUDPSize)
 	}
 	if c.UDPWorkers < 0 || c.UDPWorkers > 256 {
 		bad("udp_workers %d: want 0 (GOMAXPROCS) to 256", c.UDPWorkers)

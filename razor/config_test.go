@@ -94,6 +94,9 @@ func TestConfigStrict(t *testing.T) {
 		{"listen: [\"127.0.0.1:53\"]\nzones: [{origin: a.test, file: x}]\nprobe: {type: icmp}", "probe.type"},
 		{"listen: [\"127.0.0.1:53\"]\nzones: [{origin: a.test, file: x}]\ncookies: {secret: abc}", "cookies.secret"},
 		{"listen: [\"127.0.0.1:53\"]\nzones: [{origin: a.test, file: x}, {origin: a.test., file: y}]", "listed twice"},
+		// Larger UDP answers would not fit the send buffers and were
+		// dropped; RFC 6891 §6.2.5 leaves the size to the responder.
+		{"listen: [\"127.0.0.1:53\"]\nzones: [{origin: a.test, file: x}]\nedns_udp_size: 4097", "edns_udp_size 4097: want 512 to 4096"},
 	} {
 		c, err := ParseConfig([]byte(tc.yaml), "")
 		if err == nil {
