@@ -411,6 +411,11 @@ func (z *Zone) Lookup(qkey string, qtype uint16) Result {
 		n, wild = c.Wild, true
 	}
 	if s := n.Set(dns.TypeCNAME); s != nil && qtype != dns.TypeCNAME {
+		if qtype == dns.TypeANY {
+			// ANY matches the CNAME itself: no chain (RFC 1034 §4.3.2
+			// step 3a).
+			return Result{Kind: Answer, Node: n, Set: s, Wildcard: wild}
+		}
 		return Result{Kind: CNAME, Node: n, Set: s, Wildcard: wild}
 	}
 	if s := n.Set(qtype); s != nil {
