@@ -19,7 +19,7 @@ import (
 
 const (
 	udpBatch   = 32
-	udpInSize  = 4096 // a query bigger than this is cut (MSG_TRUNC) and dropped
+	udpInSize  = 4096       // a query bigger than this is cut (MSG_TRUNC) and dropped
 	udpOutSize = maxUDPSize // Validate caps edns_udp_size to it
 )
 
