@@ -13,6 +13,8 @@ type Ports struct{}
 // PortStats counts frames by verdict.
 type PortStats struct {
 	Received, Sent int64
+	Checksums      int64
+	Segmented      int64
 	Verdicts       map[string]int64
 }
 
