@@ -254,11 +254,7 @@ func (s *Server) respond(sc *scratch, p []byte, client netip.AddrPort, tcp bool)
 	// RRL: not for TCP and not for clients that proved their address
 	// with a valid server cookie.
 	if s.rrl != nil && !tcp && cookie != cookieValid {
-		name := out.rrlName
-		if out.kind == rrl.Answer {
-			name = key
-		}
-		switch s.rrl.Check(client.Addr(), out.kind, name, q.qtype, s.now().UnixNano()) {
+		switch s.rrl.Check(client.Addr(), out.kind, out.rrlName, q.qtype, s.now().UnixNano()) {
 		case rrl.Drop:
 			s.m.rrl[0].Inc()
 			return nil
@@ -356,7 +352,9 @@ func (s *Server) resolve(sc *scratch, snap *snapshot, q *query, key string, r *r
 			}
 			if fi >= 0 && s.writeRoute(sc, snap, rt, fi, label, ptr, r) > 0 {
 				if hop == 0 {
-					out.kind = rrl.Answer
+					// Every label of a route counts as the route, so
+					// random labels do not escape RRL.
+					out.kind, out.rrlName = rrl.Answer, rt.key
 				}
 				return out
 			}
@@ -365,7 +363,7 @@ func (s *Server) resolve(sc *scratch, snap *snapshot, q *query, key string, r *r
 					if set := n.Set(qtype); set != nil {
 						r.set(ptr, set)
 						if hop == 0 {
-							out.kind = rrl.Answer
+							out.kind, out.rrlName = rrl.Answer, key
 						}
 						return out
 					}
@@ -379,18 +377,20 @@ func (s *Server) resolve(sc *scratch, snap *snapshot, q *query, key string, r *r
 			// RFC 8482 §4.1: answer ANY with one RRset.
 			res.Kind, res.Set = zone.Answer, res.Node.Sets[0]
 		}
+		if hop == 0 && (res.Kind == zone.Answer || res.Kind == zone.CNAME) {
+			// Answers synthesized from one wildcard count as one name
+			// (the BIND RRL design), so random labels do not escape RRL.
+			out.kind, out.rrlName = rrl.Answer, key
+			if res.Wildcard {
+				out.rrlName = res.Node.Key
+			}
+		}
 		switch res.Kind {
 		case zone.Answer:
 			r.set(ptr, res.Set)
-			if hop == 0 {
-				out.kind = rrl.Answer
-			}
 			return out
 		case zone.CNAME:
 			at := r.set(ptr, res.Set)
-			if hop == 0 {
-				out.kind = rrl.Answer
-			}
 			ptr = at + 2 + 10 // the target, in the CNAME's RDATA
 			key = res.Set.Target
 			if hop >= maxChain || ptr > 0x3FFF {

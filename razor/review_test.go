@@ -1,10 +1,12 @@
 package razor
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -201,4 +203,46 @@ func TestRouteNamesExistInZone(t *testing.T) {
 		{name: "two labels under a route do not exist", rfc: "RFC 1034 §4.3.2 step 3c",
 			qname: "a.b.deep.x.r.test", qtype: dns.TypeA, aa: true, rcode: dns.RcodeNameError, ns: []string{"SOA"}},
 	})
+}
+
+// RRL counts answers the way BIND does, so random labels do not make new
+// buckets: a route's labels count as the route, a wildcard's answers as
+// the wildcard, NXDOMAINs as the zone.
+func TestRRLKeys(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, format string
+		qtype        uint16
+		want         int // answered of 20 at 5/s, slip 0
+	}{
+		{"labels under a route count as the route", "r%d.route.v6pod.test", dns.TypeA, 5},
+		{"labels under a sharded route count as the route", "r%d.shard.v6pod.test", dns.TypeAAAA, 5},
+		{"wildcard answers count as the wildcard (BIND RRL design)", "r%d.wild.v6pod.test", dns.TypeA, 5},
+		{"wildcard CNAMEs count as the wildcard", "r%d.cname.v6pod.test", dns.TypeA, 5},
+		{"NXDOMAIN counts as the zone (BIND RRL design)", "r%d.nope.v6pod.test", dns.TypeA, 5},
+		{"distinct real names have their own buckets", "ns%d.v6pod.test", dns.TypeA, 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			zero := 0
+			fixed := time.Now()
+			s, _ := testServer(t, "", func(c *Config) {
+				c.RRL.ResponsesPerSecond = 5
+				c.RRL.Slip = &zero
+			}, WithClock(func() time.Time { return fixed }))
+			sent := 0
+			for i := range 20 {
+				n := i
+				if strings.HasPrefix(tc.format, "ns") {
+					n = 1 + i%2
+				}
+				if ask(t, s, newQuery(fmt.Sprintf(tc.format, n), tc.qtype), false) != nil {
+					sent++
+				}
+			}
+			if sent != tc.want {
+				t.Fatalf("%d of 20 answered, want %d", sent, tc.want)
+			}
+		})
+	}
 }
