@@ -44,11 +44,14 @@ type Config struct {
 	// TCPIdleTimeout closes idle TCP connections (default 10s).
 	TCPIdleTimeout time.Duration `yaml:"tcp_idle_timeout"`
 	// TCPMaxConns bounds open TCP connections (default 1000).
-	TCPMaxConns int          `yaml:"tcp_max_conns"`
-	Cookies     CookieConfig `yaml:"cookies"`
-	RRL         RRLConfig    `yaml:"rrl"`
-	Consul      ConsulConfig `yaml:"consul"`
-	Probe       ProbeConfig  `yaml:"probe"`
+	TCPMaxConns int `yaml:"tcp_max_conns"`
+	// TCPMaxConnsPerPrefix bounds the open TCP connections of one client
+	// /24 (IPv4) or /56 (IPv6); default 64.
+	TCPMaxConnsPerPrefix int          `yaml:"tcp_max_conns_per_prefix"`
+	Cookies              CookieConfig `yaml:"cookies"`
+	RRL                  RRLConfig    `yaml:"rrl"`
+	Consul               ConsulConfig `yaml:"consul"`
+	Probe                ProbeConfig  `yaml:"probe"`
 	// MaxStaleness is how old the store's data may get before razor logs
 	// warnings (it keeps answering from it regardless). Default 1m.
 	MaxStaleness time.Duration `yaml:"max_staleness"`
@@ -167,6 +170,9 @@ func (c *Config) Defaults() {
 	if c.TCPMaxConns == 0 {
 		c.TCPMaxConns = 1000
 	}
+	if c.TCPMaxConnsPerPrefix == 0 {
+		c.TCPMaxConnsPerPrefix = 64
+	}
 	if c.MaxStaleness == 0 {
 		c.MaxStaleness = time.Minute
 	}
@@ -255,6 +261,12 @@ func (c *Config) Validate() error {
 		// Above 4096 an answer would not fit the UDP send buffers; 1232
 		// avoids fragmentation (DNS flag day 2020).
 		bad("edns_udp_size %d: want 512 to %d", c.EDNSSize, maxUDPSize)
+	}
+	if c.TCPMaxConns < 1 {
+		bad("tcp_max_conns %d: want at least 1", c.TCPMaxConns)
+	}
+	if c.TCPMaxConnsPerPrefix < 1 {
+		bad("tcp_max_conns_per_prefix %d: want at least 1", c.TCPMaxConnsPerPrefix)
 	}
 	if c.UDPWorkers < 0 || c.UDPWorkers > 256 {
 		bad("udp_workers %d: want 0 (GOMAXPROCS) to 256", c.UDPWorkers)

@@ -22,6 +22,8 @@ type metrics struct {
 	proto        [2]prometheus.Counter // udp, tcp
 	dropped      prometheus.Counter    // unparseable or not a query
 	truncated    prometheus.Counter
+	tcpRefused   [2]prometheus.Counter // per prefix, full
+	tcpEvicted   prometheus.Counter
 	poolAnswers  *prometheus.CounterVec
 	failOpen     *prometheus.CounterVec
 	rrl          [2]prometheus.Counter // drop, slip
@@ -67,6 +69,13 @@ func newMetrics(storeAge func() float64) *metrics {
 	m.truncated = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "razor_truncated_total", Help: "UDP answers sent with TC set because they did not fit.",
 	})
+	tv := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "razor_tcp_refused_total", Help: "TCP connections closed at accept: the client prefix's limit, or razor full with none idle.",
+	}, []string{"reason"})
+	m.tcpRefused = [2]prometheus.Counter{tv.WithLabelValues("prefix"), tv.WithLabelValues("full")}
+	m.tcpEvicted = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "razor_tcp_evicted_total", Help: "Idle TCP connections closed to make room for a new one at tcp_max_conns.",
+	})
 	m.poolAnswers = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "razor_pool_answers_total", Help: "Address records handed out, by pool.",
 	}, []string{"pool"})
@@ -99,7 +108,7 @@ func newMetrics(storeAge func() float64) *metrics {
 	m.zoneReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "razor_zone_reloads_total", Help: "Zone reloads, by result.",
 	}, []string{"result"})
-	reg.MustRegister(qv, pv, m.dropped, m.truncated, m.poolAnswers, m.failOpen, rv, cv, m.poolHealthy,
+	reg.MustRegister(qv, pv, m.dropped, m.truncated, tv, m.tcpEvicted, m.poolAnswers, m.failOpen, rv, cv, m.poolHealthy,
 		m.storeErrors, m.storeUpdates, m.storeVersion, age, m.zoneReloads)
 	return m
 }

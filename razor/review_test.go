@@ -2,6 +2,7 @@ package razor
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -245,4 +246,65 @@ func TestRRLKeys(t *testing.T) {
 			}
 		})
 	}
+}
+
+// tcpQuery asks one query over an open TCP connection.
+func tcpQuery(c net.Conn, name string) (*dns.Msg, error) {
+	conn := &dns.Conn{Conn: c}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := conn.WriteMsg(newQuery(name, dns.TypeA)); err != nil {
+		return nil, err
+	}
+	return conn.ReadMsg()
+}
+
+// Idle TCP connections from one client prefix cannot fill razor: each
+// prefix has its own limit, and at tcp_max_conns the longest idle
+// connection is closed for a new one (RFC 7766 §6.2.2 lets servers close
+// idle connections).
+func TestTCPConnectionLimits(t *testing.T) {
+	t.Parallel()
+	dial := func(t *testing.T, s *Server) net.Conn {
+		c, err := net.DialTimeout("tcp", s.TCPAddrs()[0].String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	t.Run("per prefix", func(t *testing.T) {
+		t.Parallel()
+		s, _ := testServer(t, "", func(c *Config) { c.TCPMaxConnsPerPrefix = 2 })
+		for range 2 {
+			if _, err := tcpQuery(dial(t, s), "ns1.v6pod.test"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if r, err := tcpQuery(dial(t, s), "ns1.v6pod.test"); err == nil {
+			t.Fatalf("a third connection from 127.0.0.0/24 was answered:\n%s", r)
+		}
+		eventually(t, 5*time.Second, "the refusal counted", func() bool { return counterValue(t, s, "razor_tcp_refused_total") == 1 })
+	})
+	t.Run("evict the longest idle", func(t *testing.T) {
+		t.Parallel()
+		s, _ := testServer(t, "", func(c *Config) { c.TCPMaxConns = 2 })
+		c1, c2 := dial(t, s), dial(t, s)
+		for _, c := range []net.Conn{c1, c2} {
+			if _, err := tcpQuery(c, "ns1.v6pod.test"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := tcpQuery(dial(t, s), "ns1.v6pod.test"); err != nil {
+			t.Fatalf("a new connection at tcp_max_conns: %v", err)
+		}
+		if _, err := tcpQuery(c1, "ns1.v6pod.test"); err == nil {
+			t.Fatal("the longest idle connection was not closed")
+		}
+		if _, err := tcpQuery(c2, "ns1.v6pod.test"); err != nil {
+			t.Fatalf("the newer connection was closed: %v", err)
+		}
+		if v := counterValue(t, s, "razor_tcp_evicted_total"); v != 1 {
+			t.Fatalf("razor_tcp_evicted_total %v, want 1", v)
+		}
+	})
 }

@@ -63,8 +63,10 @@ type Server struct {
 
 	scratch sync.Pool
 
-	connMu sync.Mutex
-	conns  map[net.Conn]struct{}
+	connMu   sync.Mutex
+	conns    map[net.Conn]*tcpConn
+	nconns   int                  // open connections that count against tcp_max_conns
+	byPrefix map[netip.Prefix]int // open connections per client prefix
 
 	runMu     sync.Mutex
 	cancelRun context.CancelFunc
@@ -93,11 +95,12 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		return nil, fmt.Errorf("razor: config: %w", err)
 	}
 	s := &Server{
-		cfg:   cfg,
-		log:   slog.New(slog.DiscardHandler),
-		now:   time.Now,
-		ready: make(chan struct{}),
-		conns: map[net.Conn]struct{}{},
+		cfg:      cfg,
+		log:      slog.New(slog.DiscardHandler),
+		now:      time.Now,
+		ready:    make(chan struct{}),
+		conns:    map[net.Conn]*tcpConn{},
+		byPrefix: map[netip.Prefix]int{},
 	}
 	for _, o := range opts {
 		o(s)
@@ -449,8 +452,84 @@ func (s *Server) serveUDP(c *net.UDPConn) {
 	}
 }
 
+// tcpConn is the state of one open TCP connection.
+type tcpConn struct {
+	prefix netip.Prefix
+	// since is when the connection last went idle (unix nanos); 0 while a
+	// query is in hand.
+	since   atomic.Int64
+	evicted bool // closed to make room; no longer counted (connMu)
+}
+
+// clientPrefix is the prefix whose connections count together: a /24 of
+// IPv4, a /56 of IPv6 (the RRL defaults).
+func clientPrefix(a netip.Addr) netip.Prefix {
+	a = a.Unmap()
+	bits := 56
+	if a.Is4() {
+		bits = 24
+	}
+	p, _ := a.Prefix(bits)
+	return p
+}
+
+// admit counts a new connection from src, or says no: when its prefix
+// holds tcp_max_conns_per_prefix connections already, or when razor holds
+// tcp_max_conns and none is idle to close (the longest idle one is closed
+// to make room, so idle connections cannot lock clients out).
+func (s *Server) admit(c net.Conn, src netip.Addr) (*tcpConn, bool) {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if s.closed.Load() {
+		return nil, false
+	}
+	pfx := clientPrefix(src)
+	if s.byPrefix[pfx] >= s.cfg.TCPMaxConnsPerPrefix {
+		s.m.tcpRefused[0].Inc()
+		return nil, false
+	}
+	if s.nconns >= s.cfg.TCPMaxConns {
+		var victim net.Conn
+		var vc *tcpConn
+		for oc, st := range s.conns {
+			if t := st.since.Load(); t != 0 && !st.evicted && (vc == nil || t < vc.since.Load()) {
+				victim, vc = oc, st
+			}
+		}
+		if vc == nil {
+			s.m.tcpRefused[1].Inc()
+			return nil, false
+		}
+		vc.evicted = true
+		s.nconns--
+		s.byPrefix[vc.prefix]--
+		victim.Close()
+		s.m.tcpEvicted.Inc()
+	}
+	tc := &tcpConn{prefix: pfx}
+	tc.since.Store(time.Now().UnixNano())
+	s.conns[c] = tc
+	s.nconns++
+	s.byPrefix[pfx]++
+	return tc, true
+}
+
+// release forgets a connection admit counted.
+func (s *Server) release(c net.Conn, tc *tcpConn) {
+	s.connMu.Lock()
+	delete(s.conns, c)
+	if !tc.evicted {
+		s.nconns--
+		if s.byPrefix[tc.prefix]--; s.byPrefix[tc.prefix] <= 0 {
+			delete(s.byPrefix, tc.prefix)
+		}
+	} else if s.byPrefix[tc.prefix] <= 0 {
+		delete(s.byPrefix, tc.prefix)
+	}
+	s.connMu.Unlock()
+}
+
 func (s *Server) serveTCP(l *net.TCPListener) {
-	sem := make(chan struct{}, s.cfg.TCPMaxConns)
 	for {
 		c, err := l.AcceptTCP()
 		if err != nil {
@@ -460,43 +539,33 @@ func (s *Server) serveTCP(l *net.TCPListener) {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		select {
-		case sem <- struct{}{}:
-		default:
-			c.Close() // too many connections
-			continue
-		}
-		s.connMu.Lock()
-		if s.closed.Load() {
-			s.connMu.Unlock()
+		src := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+		tc, ok := s.admit(c, src.Addr())
+		if !ok {
 			c.Close()
 			continue
 		}
-		s.conns[c] = struct{}{}
-		s.connMu.Unlock()
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			defer func() { <-sem }()
-			s.serveConn(c)
-			s.connMu.Lock()
-			delete(s.conns, c)
-			s.connMu.Unlock()
+			s.serveConn(c, src, tc)
+			s.release(c, tc)
 			c.Close()
 		}()
 	}
 }
 
 // serveConn answers the queries of one TCP connection in order (RFC 7766).
-func (s *Server) serveConn(c *net.TCPConn) {
+func (s *Server) serveConn(c *net.TCPConn, src netip.AddrPort, tc *tcpConn) {
 	in := make([]byte, 512) // grows to the largest query seen
-	src := c.RemoteAddr().(*net.TCPAddr).AddrPort()
 	var lb [2]byte
 	for {
 		_ = c.SetReadDeadline(time.Now().Add(s.cfg.TCPIdleTimeout))
+		tc.since.Store(time.Now().UnixNano())
 		if _, err := io.ReadFull(c, lb[:]); err != nil {
 			return
 		}
+		tc.since.Store(0)
 		n := int(lb[0])<<8 | int(lb[1])
 		if n > len(in) {
 			in = make([]byte, n)
