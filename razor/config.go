@@ -113,7 +113,7 @@ type ConsulConfig struct {
 type ProbeConfig struct {
 	// Type is "tcp" (connect) or "http" (GET, 2xx/3xx is up); empty: off.
 	Type     string        `yaml:"type"`
-	Port     int           `yaml:"port"`
+	Port     int           `yaml:"port"`     // default 443
 	Path     string        `yaml:"path"`     // http; default /readyz
 	Host     string        `yaml:"host"`     // http Host header
 	Interval time.Duration `yaml:"interval"` // default 1s
@@ -126,8 +126,8 @@ type ProbeConfig struct {
 }
 
 // ParseConfig decodes a YAML configuration strictly: an unknown key is an
-// error that names its line. Relative zone files are taken relative to
-// dir. It fills defaults but does not validate.
+// error that names its line. Relative zone files and file store paths
+// are taken relative to dir. It fills defaults but does not validate.
 func ParseConfig(b []byte, dir string) (Config, error) {
 	var c Config
 	if err := model.DecodeStrict(bytes.NewReader(b), &c); err != nil {
@@ -142,6 +142,8 @@ func ParseConfig(b []byte, dir string) (Config, error) {
 		if p := strings.TrimPrefix(s, "file://"); !strings.HasPrefix(p, "/") {
 			c.Store = "file://" + filepath.Join(dir, p)
 		}
+	} else if s != "" && !strings.Contains(s, "://") && !filepath.IsAbs(s) && dir != "" {
+		c.Store = filepath.Join(dir, s) // a plain pods.yaml path
 	}
 	return c, nil
 }
@@ -152,7 +154,13 @@ func LoadConfig(path string) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("razor config: %w", err)
 	}
-	c, err := ParseConfig(b, filepath.Dir(path))
+	// Relative paths in the file are the file's folder's, whatever the
+	// working folder.
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return Config{}, fmt.Errorf("razor config: %w", err)
+	}
+	c, err := ParseConfig(b, dir)
 	if err != nil {
 		return c, fmt.Errorf("%s: %w", path, err)
 	}
@@ -208,6 +216,9 @@ func (c *Config) Defaults() {
 	}
 	p := &c.Probe
 	if p.Type != "" {
+		if p.Port == 0 {
+			p.Port = 443
+		}
 		if p.Interval == 0 {
 			p.Interval = time.Second
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -191,5 +192,64 @@ func TestMainSIGHUPReloadsZones(t *testing.T) {
 	cancel()
 	if code := <-done; code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+}
+
+// Relative paths in a config file are the file's folder's, also when
+// --config itself is relative; probe.port defaults to 443 (as documented).
+func TestConfigRelativePaths(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, tc := range []struct{ store, want string }{
+		{"file://pods.yaml", "file://" + filepath.Join(dir, "pods.yaml")},
+		{"sub/pods.yaml", filepath.Join(dir, "sub/pods.yaml")},
+		{"file:///abs/pods.yaml", "file:///abs/pods.yaml"},
+		{"consul://127.0.0.1:8500/v6pod", "consul://127.0.0.1:8500/v6pod"},
+	} {
+		p := filepath.Join(dir, "razor.yaml")
+		body := "listen: [\"127.0.0.1:0\"]\nzones: [{origin: a.test, file: a.zone}]\nstore: " + tc.store + "\nprobe: {type: tcp}\n"
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		wd, _ := os.Getwd()
+		rel, err := filepath.Rel(wd, p)
+		if err != nil || filepath.IsAbs(rel) {
+			t.Fatalf("no relative path to %s: %v", p, err)
+		}
+		c, err := LoadConfig(rel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Store != tc.want {
+			t.Errorf("store %q: got %q, want %q", tc.store, c.Store, tc.want)
+		}
+		if want := filepath.Join(dir, "a.zone"); c.Zones[0].File != want {
+			t.Errorf("zone file %q, want %q", c.Zones[0].File, want)
+		}
+		c.Defaults()
+		if c.Probe.Port != 443 {
+			t.Errorf("probe.port %d, want the default 443", c.Probe.Port)
+		}
+	}
+}
+
+// razor --check opens no socket: it succeeds while the listen address is
+// taken.
+func TestCheckOpensNoSocket(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	u, err := net.ListenPacket("udp", l.Addr().String())
+	if err != nil {
+		t.Skipf("UDP port of %s taken: %v", l.Addr(), err)
+	}
+	defer u.Close()
+	var out, errb bytes.Buffer
+	if code := Main(context.Background(), []string{"--listen", l.Addr().String(), "--zone", "v6pod.test=testdata/v6pod.test.zone",
+		"--store", "testdata/pods.yaml", "--metrics", l.Addr().String(), "--check"}, &out, &errb); code != 0 {
+		t.Fatalf("--check on a taken address: exit %d: %s", code, errb.String())
 	}
 }

@@ -112,11 +112,15 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *consulAddr != "" {
 		cfg.Consul.Address = *consulAddr
 	}
+	opts := []Option{WithLogger(log)}
 	if *check {
-		cfg.Listen = []string{"127.0.0.1:0"}
-		cfg.Metrics = ""
+		// Check the listen addresses but open no socket.
+		if len(cfg.Listen) == 0 {
+			cfg.Listen = []string{"127.0.0.1:0"}
+		}
+		opts = append(opts, withoutListeners())
 	}
-	s, err := New(cfg, WithLogger(log))
+	s, err := New(cfg, opts...)
 	if err != nil {
 		fmt.Fprintf(stderr, "%v\n", err)
 		return 1

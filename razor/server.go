@@ -71,6 +71,7 @@ type Server struct {
 	runMu     sync.Mutex
 	cancelRun context.CancelFunc
 	closed    atomic.Bool
+	noListen  bool // razor --check
 	wg        sync.WaitGroup
 }
 
@@ -86,6 +87,9 @@ func WithClock(now func() time.Time) Option { return func(s *Server) { s.now = n
 // WithStore makes razor read pools and routes from st instead of opening
 // Config.Store. Close does not close it.
 func WithStore(st store.Store) Option { return func(s *Server) { s.st = st } }
+
+// withoutListeners makes New bind nothing (razor --check).
+func withoutListeners() Option { return func(s *Server) { s.noListen = true } }
 
 // New checks cfg, loads the zones and the store's current data, and binds
 // the listeners. Nothing is served until Run.
@@ -165,6 +169,9 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	} else {
 		s.lastGood.Store(s.now().UnixNano())
 		s.readyOnce.Do(func() { close(s.ready) })
+	}
+	if s.noListen {
+		return s, nil
 	}
 	if err := s.listen(); err != nil {
 		s.Close()
