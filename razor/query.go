@@ -369,7 +369,12 @@ func (s *Server) resolve(sc *scratch, snap *snapshot, q *query, key string, r *r
 					}
 				}
 			}
-			r.negative(z) // NODATA (RFC 2308 §2.2)
+			if fi >= 0 {
+				r.b = append(r.b, rt.negSOA...) // NODATA at the route's TTL
+				r.ns++
+			} else {
+				r.negative(z) // NODATA (RFC 2308 §2.2)
+			}
 			return out
 		}
 		res := z.Lookup(key, qtype)

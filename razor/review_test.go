@@ -308,3 +308,27 @@ func TestTCPConnectionLimits(t *testing.T) {
 		}
 	})
 }
+
+// NODATA at a route without eligible addresses lives the route's TTL (30),
+// not the zone's negative TTL (300), which still bounds it (RFC 2308 §5);
+// other types at the route keep the zone's.
+func TestRouteNoDataTTL(t *testing.T) {
+	t.Parallel()
+	s, _ := testServer(t, reviewPods("route.r.test.", "empty.r.test.=edge-off"), reviewZones(t))
+	runZoneCases(t, s, []zoneCase{
+		{name: "A at a route without addresses", rfc: "RFC 2308 §5 (at most the SOA's negative TTL)",
+			qname: "empty.r.test", qtype: dns.TypeA, aa: true, ns: []string{"r.test.\t30\tIN\tSOA"}},
+		{name: "AAAA under a route without addresses", rfc: "RFC 2308 §5",
+			qname: "x.empty.r.test", qtype: dns.TypeAAAA, aa: true, ns: []string{"r.test.\t30\tIN\tSOA"}},
+		{name: "other types at a route keep the zone's negative TTL", rfc: "RFC 2308 §5",
+			qname: "route.r.test", qtype: dns.TypeMX, aa: true, ns: []string{"r.test.\t300\tIN\tSOA"}},
+		{name: "NXDOMAIN keeps the zone's negative TTL", rfc: "RFC 2308 §3",
+			qname: "nope.r.test", qtype: dns.TypeA, aa: true, rcode: dns.RcodeNameError, ns: []string{"r.test.\t300\tIN\tSOA"}},
+	})
+	// A route TTL above the negative TTL is bounded by it.
+	s2, _ := testServer(t, strings.Replace(reviewPods("empty.r.test.=edge-off"), "ttl: 30", "ttl: 3600", 1), reviewZones(t))
+	runZoneCases(t, s2, []zoneCase{
+		{name: "bounded by the SOA negative TTL", rfc: "RFC 2308 §5",
+			qname: "empty.r.test", qtype: dns.TypeA, aa: true, ns: []string{"r.test.\t300\tIN\tSOA"}},
+	})
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -42,7 +43,10 @@ type route struct {
 	shard     bool
 	shardSize int
 	fam       [2]family // A, AAAA
-	failOpen  prometheus.Counter
+	// negSOA is the zone's negative SOA with the TTL of the route's
+	// NODATA answers.
+	negSOA   []byte
+	failOpen prometheus.Counter
 }
 
 // family is a route's prebuilt answer material for A or AAAA.
@@ -140,8 +144,14 @@ func buildSnapshot(in inputs, m *metrics) (*snapshot, error) {
 			continue
 		}
 		routeKeys[z.Key] = append(routeKeys[z.Key], key)
+		// NODATA at the route (no eligible address) lives the route's TTL,
+		// at most the zone's negative TTL (RFC 2308 §5): addresses may
+		// come back soon.
+		neg := slices.Clone(z.NegSOA)
+		at := len(z.Key) + 4 // after the owner, type and class
+		binary.BigEndian.PutUint32(neg[at:], min(r.TTL, binary.BigEndian.Uint32(neg[at:])))
 		rt := &route{
-			key: key, name: r.Name, answers: r.Answers,
+			key: key, name: r.Name, answers: r.Answers, negSOA: neg,
 			shard: r.Shard == model.ShardLabel, shardSize: r.ShardSize,
 			failOpen: m.failOpen.WithLabelValues(strings.TrimSuffix(r.Name, ".")),
 		}
