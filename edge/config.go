@@ -153,6 +153,10 @@ type Upstream struct {
 	ResponseTimeout time.Duration `yaml:"response_timeout"`
 	IdleConns       int           `yaml:"idle_conns"`
 	IdleTimeout     time.Duration `yaml:"idle_timeout"`
+	// MaxHeaderBytes bounds an upstream's response head, 1xx responses
+	// included (default 64 KiB, like the edge's own request heads); a
+	// larger one is answered 502.
+	MaxHeaderBytes int64 `yaml:"max_header_bytes"`
 	// StdlibOnly sends every request through net/http.Transport; by
 	// default requests without a body take the leaner edge/h1 transport.
 	StdlibOnly bool `yaml:"stdlib_only"`
@@ -202,6 +206,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.Upstream.IdleTimeout == 0 {
 		c.Upstream.IdleTimeout = 90 * time.Second
+	}
+	if c.Upstream.MaxHeaderBytes == 0 {
+		c.Upstream.MaxHeaderBytes = 64 << 10
 	}
 }
 
@@ -357,6 +364,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Drain.Timeout < 0 || c.Drain.Delay < 0 {
 		bad("drain: negative durations")
+	}
+	if c.Upstream.MaxHeaderBytes < 1024 {
+		bad("upstream.max_header_bytes %d: at least 1024", c.Upstream.MaxHeaderBytes)
 	}
 	if c.AccessLog.Rate < 0 || c.AccessLog.Sample < 1 {
 		bad("access_log: rate >= 0 and sample >= 1")

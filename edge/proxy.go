@@ -8,8 +8,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/netip"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"sync"
@@ -92,14 +94,15 @@ func (s *Server) newTransport() *transport {
 				}
 				return c, nil
 			},
-			MaxIdleConns:          0,
-			MaxIdleConnsPerHost:   s.cfg.Upstream.IdleConns,
-			IdleConnTimeout:       s.cfg.Upstream.IdleTimeout,
-			ResponseHeaderTimeout: s.cfg.Upstream.ResponseTimeout,
-			DisableCompression:    true,
-			DisableKeepAlives:     pp,
-			ForceAttemptHTTP2:     false,
-			ExpectContinueTimeout: time.Second,
+			MaxIdleConns:           0,
+			MaxIdleConnsPerHost:    s.cfg.Upstream.IdleConns,
+			IdleConnTimeout:        s.cfg.Upstream.IdleTimeout,
+			ResponseHeaderTimeout:  s.cfg.Upstream.ResponseTimeout,
+			MaxResponseHeaderBytes: s.cfg.Upstream.MaxHeaderBytes,
+			DisableCompression:     true,
+			DisableKeepAlives:      pp,
+			ForceAttemptHTTP2:      false,
+			ExpectContinueTimeout:  time.Second,
 		}
 	}
 	t.pooled, t.pp = mk(false), mk(true)
@@ -113,9 +116,10 @@ func (s *Server) newTransport() *transport {
 				}
 				return c, nil
 			},
-			MaxIdlePerHost:        s.cfg.Upstream.IdleConns,
-			IdleTimeout:           s.cfg.Upstream.IdleTimeout,
-			ResponseHeaderTimeout: s.cfg.Upstream.ResponseTimeout,
+			MaxIdlePerHost:         s.cfg.Upstream.IdleConns,
+			IdleTimeout:            s.cfg.Upstream.IdleTimeout,
+			ResponseHeaderTimeout:  s.cfg.Upstream.ResponseTimeout,
+			MaxResponseHeaderBytes: s.cfg.Upstream.MaxHeaderBytes,
 		}
 	}
 	return t
@@ -130,6 +134,9 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		base = t.pp
 	} else if t.fast != nil && h1.CanHandle(req) {
 		base = t.fast
+	}
+	if base != t.fast {
+		req = limitInterim(req)
 	}
 	var tried []*balance.Upstream
 	idem := isIdempotent(req)
@@ -190,6 +197,47 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp.Body = wrapBody(resp.Body, up)
 		return resp, nil
 	}
+}
+
+// maxInterim is the number of 1xx responses forwarded before the final
+// one; more are an upstream error (502), as in net/http and edge/h1.
+const maxInterim = 5
+
+var errTooManyInterim = errors.New("too many 1xx responses from upstream")
+
+// limitInterim bounds the 1xx responses that net/http.Transport hands to
+// the reverse proxy's trace hook: net/http resets its header size limit
+// for every 1xx delivered to a hook, so an upstream answering 103 forever
+// would stream endlessly through the edge. The hook is replaced (hooks
+// composed by httptrace cannot fail) by one that forwards maxInterim and
+// then fails the round trip.
+func limitInterim(req *http.Request) *http.Request {
+	old := httptrace.ContextClientTrace(req.Context())
+	if old == nil || old.Got1xxResponse == nil {
+		return req
+	}
+	nt := *old
+	fwd := old.Got1xxResponse
+	n := 0
+	nt.Got1xxResponse = func(code int, h textproto.MIMEHeader) error {
+		if n++; n > maxInterim {
+			return errTooManyInterim
+		}
+		return fwd(code, h)
+	}
+	return req.WithContext(httptrace.WithClientTrace(noTraceCtx{req.Context()}, &nt))
+}
+
+// noTraceCtx hides the client trace of its parent, so that WithClientTrace
+// on top of it installs a trace without composing the old one.
+type noTraceCtx struct{ context.Context }
+
+func (c noTraceCtx) Value(k any) any {
+	v := c.Context.Value(k)
+	if _, ok := v.(*httptrace.ClientTrace); ok {
+		return nil
+	}
+	return v
 }
 
 func (s *Server) failure(st *reqState, up *balance.Upstream) {

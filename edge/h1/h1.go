@@ -30,6 +30,9 @@ type Transport struct {
 	IdleTimeout time.Duration
 	// ResponseHeaderTimeout bounds the wait for the response head (0: none).
 	ResponseHeaderTimeout time.Duration
+	// MaxResponseHeaderBytes bounds the bytes of the response head,
+	// interim (1xx) responses included (0: DefaultMaxResponseHeaderBytes).
+	MaxResponseHeaderBytes int64
 
 	pools sync.Map // addr → *pool
 }
@@ -46,6 +49,21 @@ func CanHandle(req *http.Request) bool {
 	return req.URL.Scheme == "http"
 }
 
+// DefaultMaxResponseHeaderBytes is the response-head limit when
+// MaxResponseHeaderBytes is 0 (the edge's own request-head limit).
+const DefaultMaxResponseHeaderBytes = 64 << 10
+
+// maxInterim is the number of 1xx responses accepted before the final one
+// (net/http allows 5 as well).
+const maxInterim = 5
+
+// ErrResponseHeaderTooLarge is returned when an upstream's response head
+// exceeds MaxResponseHeaderBytes.
+var ErrResponseHeaderTooLarge = errors.New("h1: upstream response header too large")
+
+// ErrTooManyInterim is returned after more than 5 interim (1xx) responses.
+var ErrTooManyInterim = errors.New("h1: too many 1xx responses from upstream")
+
 type pool struct {
 	mu   sync.Mutex
 	idle []*conn
@@ -54,6 +72,7 @@ type pool struct {
 
 type conn struct {
 	nc       net.Conn
+	lr       *limitReader // under br: bounds the response head
 	br       *bufio.Reader
 	bw       *bufio.Writer
 	idleFrom time.Time
@@ -170,7 +189,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if err != nil {
 				return nil, err
 			}
-			c = &conn{nc: nc, br: bufio.NewReaderSize(nc, 4096), bw: bufio.NewWriterSize(nc, 4096)}
+			c = newConn(nc)
 		}
 		resp, err := t.roundTrip(p, c, req)
 		if err == nil {
@@ -204,14 +223,22 @@ func (t *Transport) roundTrip(p *pool, c *conn, req *http.Request) (*http.Respon
 	if t.ResponseHeaderTimeout > 0 {
 		c.nc.SetReadDeadline(time.Now().Add(t.ResponseHeaderTimeout))
 	}
+	limit := t.MaxResponseHeaderBytes
+	if limit <= 0 {
+		limit = DefaultMaxResponseHeaderBytes
+	}
+	c.lr.limit(limit - int64(c.br.Buffered()))
 	if _, err := c.br.Peek(1); err != nil {
 		return fail(&errStale{err})
 	}
 	var resp *http.Response
-	for {
+	for interim := 0; ; interim++ {
 		var err error
 		resp, err = http.ReadResponse(c.br, req)
 		if err != nil {
+			if c.lr.exceeded {
+				err = ErrResponseHeaderTooLarge
+			}
 			return fail(err)
 		}
 		if resp.StatusCode >= 200 || resp.StatusCode == 101 {
@@ -220,7 +247,11 @@ func (t *Transport) roundTrip(p *pool, c *conn, req *http.Request) (*http.Respon
 		// 1xx (103 Early Hints...): not forwarded by this transport.
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
+		if interim+1 > maxInterim {
+			return fail(ErrTooManyInterim)
+		}
 	}
+	c.lr.unlimit()
 	if resp.StatusCode == 101 {
 		stop()
 		return nil, errors.New("h1: unexpected 101 for a request without Upgrade")
@@ -235,6 +266,40 @@ func (t *Transport) roundTrip(p *pool, c *conn, req *http.Request) (*http.Respon
 	}
 	resp.Body = b
 	return resp, nil
+}
+
+func newConn(nc net.Conn) *conn {
+	lr := &limitReader{r: nc}
+	return &conn{nc: nc, lr: lr, br: bufio.NewReaderSize(lr, 4096), bw: bufio.NewWriterSize(nc, 4096)}
+}
+
+// limitReader bounds the bytes read from the connection while a response
+// head is read, so that an upstream cannot grow the edge's memory with an
+// endless header.
+type limitReader struct {
+	r        io.Reader
+	left     int64
+	on       bool
+	exceeded bool
+}
+
+func (l *limitReader) limit(n int64) { l.left, l.on, l.exceeded = max(n, 1), true, false }
+func (l *limitReader) unlimit()      { l.on = false }
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if !l.on {
+		return l.r.Read(p)
+	}
+	if l.left <= 0 {
+		l.exceeded = true
+		return 0, ErrResponseHeaderTooLarge
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	return n, err
 }
 
 // writeRequest writes the request head (no body) and flushes.

@@ -2,6 +2,7 @@ package h1
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -182,4 +183,90 @@ func FuzzResponse(f *testing.F) {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 		resp.Body.Close()
 	})
+}
+
+// rawUpstream accepts connections on [::1] and answers every request head
+// with what answer writes.
+func rawUpstream(t *testing.T, answer func(c net.Conn)) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 4096)
+				c.Read(buf) // the request head
+				answer(c)
+			}()
+		}
+	}()
+	return "http://" + l.Addr().String()
+}
+
+// An upstream sending an endless header is cut off at the limit: the
+// transport reads no more than MaxResponseHeaderBytes (plus one buffer).
+func TestResponseHeaderLimit(t *testing.T) {
+	url := rawUpstream(t, func(c net.Conn) {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Big: ")
+		chunk := []byte(strings.Repeat("a", 16<<10))
+		for i := 0; i < 64<<10; i++ { // up to 1 GiB, never reached
+			if _, err := c.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	tr := newTransport()
+	req, _ := http.NewRequest("GET", url+"/", nil)
+	_, err := tr.RoundTrip(req)
+	if !errors.Is(err, ErrResponseHeaderTooLarge) {
+		t.Fatalf("err %v, want ErrResponseHeaderTooLarge", err)
+	}
+	// A head that fits passes, also with a configured limit.
+	ok := rawUpstream(t, func(c net.Conn) {
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nX-Big: %s\r\nContent-Length: 2\r\n\r\nok", strings.Repeat("b", 30<<10))
+	})
+	if _, body := do(t, tr, "GET", ok+"/", nil); body != "ok" {
+		t.Fatalf("body %q", body)
+	}
+	tr.MaxResponseHeaderBytes = 16 << 10
+	req, _ = http.NewRequest("GET", ok+"/", nil)
+	if _, err := tr.RoundTrip(req); !errors.Is(err, ErrResponseHeaderTooLarge) {
+		t.Fatalf("16 KiB limit: err %v", err)
+	}
+}
+
+// Up to 5 interim responses are skipped; a sixth is an error, not a loop.
+func TestInterimResponsesCapped(t *testing.T) {
+	for _, n := range []int{5, 6, 1000} {
+		url := rawUpstream(t, func(c net.Conn) {
+			for range n {
+				if _, err := io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"); err != nil {
+					return
+				}
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		})
+		tr := newTransport()
+		tr.MaxResponseHeaderBytes = 1 << 20
+		req, _ := http.NewRequest("GET", url+"/", nil)
+		resp, err := tr.RoundTrip(req)
+		if n <= 5 {
+			if err != nil {
+				t.Fatalf("%d interim: %v", n, err)
+			}
+			resp.Body.Close()
+			continue
+		}
+		if !errors.Is(err, ErrTooManyInterim) {
+			t.Fatalf("%d interim: err %v, want ErrTooManyInterim", n, err)
+		}
+	}
 }
