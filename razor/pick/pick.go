@@ -4,6 +4,7 @@
 package pick
 
 import (
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -28,6 +29,12 @@ type Set struct {
 	// hashes[i][j] is AddrHash of Pools[i].Addrs[j], computed once, so a
 	// shard costs one cheap mix per address (see Shard).
 	hashes [][]uint64
+	// addrWeight[i] is the rendezvous weight of every address of
+	// Pools[i]: the pool's weight over its size, so a shard's mix of pools
+	// follows their weights. uniform: all are equal (or one pool), and
+	// the ordering of the hashes alone decides (no logarithm).
+	addrWeight []float64
+	uniform    bool
 }
 
 // NewSet builds a set, leaving out pools without addresses or weight.
@@ -45,7 +52,22 @@ func NewSet(pools []Pool) *Set {
 
 // PrepareShards computes every address's AddrHash once, so later Shard
 // calls cost one mix per address. Call it before the set is shared.
-func (s *Set) PrepareShards() { s.hashes = s.computeHashes() }
+func (s *Set) PrepareShards() {
+	s.hashes = s.computeHashes()
+	s.addrWeight, s.uniform = s.weights()
+}
+
+func (s *Set) weights() ([]float64, bool) {
+	w := make([]float64, len(s.Pools))
+	uniform := true
+	for i, p := range s.Pools {
+		w[i] = float64(p.Weight) / float64(len(p.Addrs))
+		if w[i] != w[0] {
+			uniform = false
+		}
+	}
+	return w, uniform
+}
 
 func (s *Set) computeHashes() [][]uint64 {
 	h := make([][]uint64, len(s.Pools))
@@ -65,9 +87,6 @@ func (s *Set) Len() int { return s.total }
 type Choice struct {
 	Pool, Index int
 }
-
-// Addr returns the address a choice names.
-func (s *Set) Addr(c Choice) netip.Addr { return s.Pools[c.Pool].Addrs[c.Index] }
 
 // Pick appends k distinct choices (fewer when the set holds fewer) to out
 // and returns it. Each record's pool is drawn with probability proportional
@@ -221,14 +240,28 @@ func mix(x uint64) uint64 {
 // mix per address.
 func Score(label []byte, a netip.Addr) uint64 { return mix(LabelHash(label) ^ AddrHash(a)) }
 
+// WeightedScore is the weighted rendezvous score of an address of weight
+// w whose Score is h: -w / ln(u), with u = h mapped into (0, 1). The
+// address with the highest score wins with probability proportional to its
+// weight (Schindelhauer and Schomaker, "Weighted distributed hash
+// tables", 2005); for equal weights the order is that of h.
+func WeightedScore(h uint64, w float64) float64 {
+	u := (float64(h>>12) + 0.5) / (1 << 52) // in (0, 1): 1 is never reached
+	return -w / math.Log(u)
+}
+
 type scored struct {
-	score uint64
-	pool  int
-	idx   int
+	score  uint64  // Score, deciding when the weights are uniform
+	wscore float64 // WeightedScore, deciding otherwise
+	pool   int
+	idx    int
 }
 
 // better orders candidates: higher score first, ties by pool and index.
 func better(x, y scored) bool {
+	if x.wscore != y.wscore {
+		return x.wscore > y.wscore
+	}
 	if x.score != y.score {
 		return x.score > y.score
 	}
@@ -239,18 +272,22 @@ func better(x, y scored) bool {
 }
 
 // Shard returns the subset of s that label is served from: the n addresses
-// with the highest Score (highest random weight), grouped by pool as in s,
-// with the pools' weights. When s holds n or fewer addresses it is s.
-// Adding or removing an address changes a shard by at most that address
-// (and the one it displaces).
+// with the highest weighted rendezvous score (WeightedScore of Score, each
+// address weighing its pool's weight over the pool's size, so the pools'
+// shares of a shard follow their weights), grouped by pool as in s, with
+// the pools' weights. When s holds n or fewer addresses it is s. With
+// uniform weights, adding or removing an address changes a shard by at
+// most that address (and the one it displaces); otherwise it also changes
+// its pool's address weight, which moves a few more.
 func (s *Set) Shard(label []byte, n int) *Set {
 	if s.total <= n {
 		return s
 	}
 	hl := LabelHash(label)
-	hashes := s.hashes
+	hashes, aw, uniform := s.hashes, s.addrWeight, s.uniform
 	if hashes == nil {
 		hashes = s.computeHashes()
+		aw, uniform = s.weights()
 	}
 	var buf [64]scored
 	top := buf[:0]
@@ -260,7 +297,10 @@ func (s *Set) Shard(label []byte, n int) *Set {
 	// Keep the n best in descending order (insertion: n is small).
 	for pi := range s.Pools {
 		for j, ha := range hashes[pi] {
-			c := scored{mix(hl ^ ha), pi, j}
+			c := scored{score: mix(hl ^ ha), pool: pi, idx: j}
+			if !uniform {
+				c.wscore = WeightedScore(c.score, aw[pi])
+			}
 			if len(top) == n && !better(c, top[n-1]) {
 				continue
 			}

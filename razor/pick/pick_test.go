@@ -24,7 +24,7 @@ func TestPickDistinctAndFewerWhenFewer(t *testing.T) {
 		}
 		seen := map[netip.Addr]bool{}
 		for _, c := range got {
-			a := s.Addr(c)
+			a := s.Pools[c.Pool].Addrs[c.Index]
 			if seen[a] {
 				t.Fatalf("duplicate %s in %v", a, got)
 			}
@@ -50,7 +50,7 @@ func TestPickWeightedShares(t *testing.T) {
 	for range rounds {
 		out = s.Pick(4, out[:0])
 		for _, c := range out {
-			hits[s.Addr(c)]++
+			hits[s.Pools[c.Pool].Addrs[c.Index]]++
 		}
 	}
 	records := float64(rounds * 4)
@@ -167,5 +167,62 @@ func BenchmarkPick4of300(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		out = s.Pick(4, out[:0])
+	}
+}
+
+// A shard's mix of pools follows their weights (weighted rendezvous
+// hashing), whatever the pools' sizes; and it is the same computed with
+// or without PrepareShards.
+func TestShardFollowsWeights(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		pools  []Pool
+		wantA  float64 // expected share of pool 0 in shards
+		within float64
+	}{
+		{"weights 3:1, equal sizes", []Pool{{ID: 0, Weight: 300, Addrs: addrs("10.1.0.", 100)}, {ID: 1, Weight: 100, Addrs: addrs("10.2.0.", 100)}}, 0.75, 0.03},
+		{"equal weights, sizes 3:1", []Pool{{ID: 0, Weight: 100, Addrs: addrs("10.1.0.", 150)}, {ID: 1, Weight: 100, Addrs: addrs("10.2.0.", 50)}}, 0.5, 0.03},
+		{"weights 1:3, sizes 3:1", []Pool{{ID: 0, Weight: 100, Addrs: addrs("10.1.0.", 150)}, {ID: 1, Weight: 300, Addrs: addrs("10.2.0.", 50)}}, 0.25, 0.03},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := NewSet(tc.pools)
+			p := NewSet(tc.pools)
+			p.PrepareShards()
+			inA, all := 0, 0
+			for i := range 4000 {
+				label := []byte(fmt.Sprintf("label-%d", i))
+				sh := s.Shard(label, 8)
+				if got, want := fmt.Sprint(sh.Pools), fmt.Sprint(p.Shard(label, 8).Pools); got != want {
+					t.Fatalf("%s: shard differs with PrepareShards: %s vs %s", label, got, want)
+				}
+				for _, pl := range sh.Pools {
+					all += len(pl.Addrs)
+					if pl.ID == 0 {
+						inA += len(pl.Addrs)
+					}
+				}
+			}
+			if got := float64(inA) / float64(all); math.Abs(got-tc.wantA) > tc.within {
+				t.Fatalf("pool 0 holds %.3f of the shard places, want %.2f±%.2f", got, tc.wantA, tc.within)
+			}
+		})
+	}
+}
+
+// The weighted score is pinned: every razor must rank addresses alike.
+func TestWeightedScoreGolden(t *testing.T) {
+	for _, tc := range []struct {
+		h    uint64
+		w    float64
+		want float64
+	}{
+		{1 << 63, 1, 1.4426950408889638},       // u just above 1/2: about 1/ln 2
+		{1 << 63, 3, 4.3280851226668915},       // three times that
+		{0, 1, 0.027220661148848368},           // the smallest u
+		{^uint64(0), 2, 1.8014398509481984e16}, // the largest u, below 1
+	} {
+		if got := WeightedScore(tc.h, tc.w); got != tc.want {
+			t.Errorf("WeightedScore(%#x, %v) = %v, want %v", tc.h, tc.w, got, tc.want)
+		}
 	}
 }
