@@ -107,6 +107,7 @@ func (s *Server) serveUDPBatch(c *net.UDPConn) bool {
 		for i := range n {
 			h := &b.in[i]
 			if h.hdr.Flags&unix.MSG_TRUNC != 0 {
+				s.m.proto[0].Inc()
 				s.m.dropped.Inc()
 				continue
 			}

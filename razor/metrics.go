@@ -3,6 +3,7 @@ package razor
 import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // The query types and rcodes that get their own label value; the rest
@@ -60,7 +61,7 @@ func newMetrics(storeAge func() float64) *metrics {
 		m.queries = append(m.queries, row)
 	}
 	pv := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "razor_requests_total", Help: "Queries received, by transport.",
+		Name: "razor_requests_total", Help: "Packets received, by transport: answered, dropped or rate limited.",
 	}, []string{"proto"})
 	m.proto = [2]prometheus.Counter{pv.WithLabelValues("udp"), pv.WithLabelValues("tcp")}
 	m.dropped = prometheus.NewCounter(prometheus.CounterOpts{
@@ -108,6 +109,7 @@ func newMetrics(storeAge func() float64) *metrics {
 	m.zoneReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "razor_zone_reloads_total", Help: "Zone reloads, by result.",
 	}, []string{"result"})
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(qv, pv, m.dropped, m.truncated, tv, m.tcpEvicted, m.poolAnswers, m.failOpen, rv, cv, m.poolHealthy,
 		m.storeErrors, m.storeUpdates, m.storeVersion, age, m.zoneReloads)
 	return m

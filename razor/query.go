@@ -209,6 +209,11 @@ type outcome struct {
 // respond answers the DNS message p from client over UDP or TCP. The
 // response is a slice of sc.buf[2:], or nil when nothing must be sent.
 func (s *Server) respond(sc *scratch, p []byte, client netip.AddrPort, tcp bool) []byte {
+	if tcp {
+		s.m.proto[1].Inc()
+	} else {
+		s.m.proto[0].Inc()
+	}
 	q := &sc.q
 	*q = query{}
 	kb, rcode, drop := parseQuery(p, q, sc.key[:])
@@ -313,11 +318,6 @@ func (s *Server) respond(sc *scratch, p []byte, client netip.AddrPort, tcp bool)
 	binary.BigEndian.PutUint16(r.b[8:], uint16(r.ns))
 	binary.BigEndian.PutUint16(r.b[10:], uint16(r.ar))
 	s.m.query(q.qtype, out.rcode)
-	if tcp {
-		s.m.proto[1].Inc()
-	} else {
-		s.m.proto[0].Inc()
-	}
 	return r.b
 }
 

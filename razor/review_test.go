@@ -332,3 +332,58 @@ func TestRouteNoDataTTL(t *testing.T) {
 			qname: "empty.r.test", qtype: dns.TypeA, aa: true, ns: []string{"r.test.\t300\tIN\tSOA"}},
 	})
 }
+
+// Metrics: the Go and process collectors are on razor's registry, every
+// received packet counts (also those dropped), and the series of removed
+// pools and routes go away.
+func TestMetricsHousekeeping(t *testing.T) {
+	t.Parallel()
+	zero := 0
+	s, path := testServer(t, reviewPods("route.r.test.", "other.r.test."), reviewZones(t), func(c *Config) {
+		c.RRL.ResponsesPerSecond = 1
+		c.RRL.Slip = &zero
+	})
+	names := func() map[string]bool {
+		mfs, err := s.m.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]bool{}
+		for _, mf := range mfs {
+			m[mf.GetName()] = true
+			for _, x := range mf.GetMetric() {
+				for _, l := range x.GetLabel() {
+					m[mf.GetName()+"{"+l.GetValue()+"}"] = true
+				}
+			}
+		}
+		return m
+	}
+	for _, n := range []string{"go_goroutines", "process_cpu_seconds_total", "razor_pool_answers_total{edge-a}", "razor_fail_open_total{other.r.test}"} {
+		if !names()[n] {
+			t.Errorf("%s missing", n)
+		}
+	}
+	before := counterValue(t, s, "razor_requests_total")
+	s.Handle([]byte{1, 2, 3}, testClient, false) // a runt: dropped
+	ask(t, s, newQuery("ns.r.test", dns.TypeA), false)
+	ask(t, s, newQuery("ns.r.test", dns.TypeA), false) // over 1/s: dropped by RRL
+	if got := counterValue(t, s, "razor_requests_total") - before; got != 3 {
+		t.Errorf("razor_requests_total grew by %v for 3 packets, want 3", got)
+	}
+	write := strings.Replace(reviewPods("route.r.test.=edge-off"), "version: 1", "version: 2", 1)
+	write = strings.Replace(write, `  - name: edge-a
+    edge: a
+    weight: 100
+    state: active
+    v4: [10.1.0.1, 10.1.0.2]
+    v6: ["fd00:1::1", "fd00:1::2"]
+`, "", 1)
+	os.WriteFile(path+".tmp", []byte(write), 0o644)
+	os.Rename(path+".tmp", path)
+	eventually(t, 5*time.Second, "the new document applied", func() bool { return gaugeValue(t, s, "razor_store_version") == 2 })
+	got := names()
+	if got["razor_pool_answers_total{edge-a}"] || got["razor_fail_open_total{other.r.test}"] {
+		t.Errorf("series of the removed pool or route remain")
+	}
+}

@@ -690,6 +690,23 @@ func (s *Server) publish(snap *snapshot) {
 			}
 		}
 	}
+	if old != nil {
+		// Forget the series of pools and routes that are gone.
+		now := map[string]bool{}
+		for _, p := range snap.pools {
+			now[p.name] = true
+		}
+		for _, p := range old.pools {
+			if !now[p.name] {
+				s.m.poolAnswers.DeleteLabelValues(p.name)
+			}
+		}
+		for key, rt := range old.routes {
+			if snap.routes[key] == nil {
+				s.m.failOpen.DeleteLabelValues(routeLabel(rt.name))
+			}
+		}
+	}
 	s.m.poolHealthy.Reset()
 	for _, p := range snap.pools {
 		if h, ok := was[p.name]; ok && h != p.healthy {

@@ -153,7 +153,7 @@ func buildSnapshot(in inputs, m *metrics) (*snapshot, error) {
 		rt := &route{
 			key: key, name: r.Name, answers: r.Answers, negSOA: neg,
 			shard: r.Shard == model.ShardLabel, shardSize: r.ShardSize,
-			failOpen: m.failOpen.WithLabelValues(strings.TrimSuffix(r.Name, ".")),
+			failOpen: m.failOpen.WithLabelValues(routeLabel(r.Name)),
 		}
 		for fi, v6 := range []bool{false, true} {
 			f := &rt.fam[fi]
@@ -262,3 +262,6 @@ func (f *family) shardSet(label string, n int) *pick.Set {
 	slot.Store(&shardEntry{label: strings.Clone(label), set: set})
 	return set
 }
+
+// routeLabel is a route's value of the route label of metrics.
+func routeLabel(name string) string { return strings.TrimSuffix(name, ".") }
