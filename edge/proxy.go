@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/v6pod/v6pod/edge/balance"
@@ -34,6 +35,56 @@ type reqState struct {
 	status   int
 	upstream *balance.Upstream
 	retries  int
+	body     *clientBody // the client's request body, when it has one
+}
+
+// clientBody wraps the client's request body and keeps its first read
+// error: a body the client breaks (malformed chunking, an abort) fails
+// the upstream round trip, and that must not count against the upstream.
+type clientBody struct {
+	rc  io.ReadCloser
+	mu  sync.Mutex
+	err error
+}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err != nil && err != io.EOF {
+		b.mu.Lock()
+		if b.err == nil {
+			b.err = err
+		}
+		b.mu.Unlock()
+	}
+	return n, err
+}
+
+func (b *clientBody) Close() error { return b.rc.Close() }
+
+func (b *clientBody) readErr() error {
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
+}
+
+// clientBodyError is a round trip that failed because the client's body
+// did: answered 400 (malformed) or recorded 499 (the client went away).
+type clientBodyError struct {
+	err   error
+	abort bool
+}
+
+func (e *clientBodyError) Error() string { return "client request body: " + e.err.Error() }
+func (e *clientBodyError) Unwrap() error { return e.err }
+
+func newClientBodyError(r *http.Request, err error) *clientBodyError {
+	var ne net.Error
+	abort := r.Context().Err() != nil || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &ne) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed)
+	return &clientBodyError{err: err, abort: abort}
 }
 
 type ctxKey struct{}
@@ -162,6 +213,10 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp, err := base.RoundTrip(req)
 		if err != nil {
 			up.Release()
+			if berr := st.body.readErr(); berr != nil {
+				// The client's body broke, not the upstream.
+				return nil, newClientBodyError(req, berr)
+			}
 			var ce *connectError
 			if errors.As(err, &ce) {
 				m.upstreamErrs.WithLabelValues(st.app, "connect").Inc()
@@ -325,7 +380,12 @@ func (s *Server) newReverseProxy() *httputil.ReverseProxy {
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			st := r.Context().Value(ctxKey{}).(*reqState)
 			code := http.StatusBadGateway
+			var cbe *clientBodyError
 			switch {
+			case errors.As(err, &cbe) && cbe.abort:
+				code = 499
+			case errors.As(err, &cbe):
+				code = http.StatusBadRequest
 			case errors.Is(err, errNoUpstream):
 				code = http.StatusServiceUnavailable
 			case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
@@ -400,6 +460,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := &reqState{app: app, pool: pool, client: client, tls: r.TLS != nil}
 	pol := s.policyFor(app)
 	st.policy = pol
+	if r.Body != nil && r.Body != http.NoBody {
+		st.body = &clientBody{rc: r.Body}
+		r.Body = st.body
+	}
 	if pol.ProxyProtocol {
 		if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 			st.local, _ = netip.ParseAddrPort(la.String())

@@ -1,11 +1,13 @@
 package edge
 
 import (
+	"bufio"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // rawUpstream is an upstream on [::1] that reads a request head and lets
@@ -77,5 +79,54 @@ func TestUpstreamHugeHeaderAnd1xxLoopAre502(t *testing.T) {
 				t.Errorf("%s %s: %d, want 502", method, host, resp.StatusCode)
 			}
 		}
+	}
+}
+
+// A client that sends a malformed chunked body gets 400, one that aborts
+// its body is recorded as 499, and neither counts against the upstream:
+// with max_fails 1 it is never ejected, and no upstream error is counted.
+func TestClientBodyErrorsDoNotEjectUpstreams(t *testing.T) {
+	t.Parallel()
+	up := startUpstream(t, "up", nil)
+	path, url := filePath(t)
+	writePods(t, path, map[string]string{"h.test": "app"}, map[string][]*upstream{"app": {up}})
+	s := startEdge(t, Config{Source: url, Defaults: App{MaxFails: 1, MaxEjected: 1}})
+	ea := s.Addrs()[0].String()
+	for i := range 3 {
+		c, err := net.Dial("tcp", ea)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "POST /m HTTP/1.1\r\nHost: h.test\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\nzz-not-hex\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("malformed #%d: %v", i, err)
+		}
+		resp.Body.Close()
+		c.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("malformed chunked body #%d: %d, want 400", i, resp.StatusCode)
+		}
+	}
+	for range 3 {
+		c, err := net.Dial("tcp", ea)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "POST /a HTTP/1.1\r\nHost: h.test\r\nContent-Length: 100000\r\n\r\nonly a little")
+		time.Sleep(20 * time.Millisecond) // let the request reach the upstream
+		c.Close()
+	}
+	waitFor(t, 10*time.Second, "three 499s", func() bool {
+		return counterValue(s.metrics.requests.WithLabelValues("app", "499")) == 3
+	})
+	if v := counterValue(s.metrics.upstreamErrs.WithLabelValues("app", "other")); v != 0 {
+		t.Errorf("edge_upstream_errors_total{kind=other} = %v, want 0", v)
+	}
+	if n := s.Table().Pool("app").Ejected(); n != 0 {
+		t.Errorf("%d upstreams ejected by client errors", n)
+	}
+	if code, body := get(t, newClient(), s.Addrs()[0], "h.test", "/"); code != 200 || body != "up" {
+		t.Fatalf("after client errors: %d %q", code, body)
 	}
 }
