@@ -100,6 +100,13 @@ func TestCookies(t *testing.T) {
 	if r.Rcode != dns.RcodeSuccess || len(cookieOf(r)) != 48 {
 		t.Fatalf("cookie-only query:\n%s", r)
 	}
+	// With an EDNS version razor does not implement, BADVERS comes first
+	// (RFC 6891 §6.1.3), also for a cookie-only query.
+	m.IsEdns0().SetVersion(1)
+	r = ask(t, s, m, false)
+	if r.Rcode != dns.RcodeBadVers {
+		t.Fatalf("cookie-only query with EDNS version 1: rcode %s, want BADVERS:\n%s", dns.RcodeToString[r.Rcode], r)
+	}
 }
 
 func mustHex(s string) []byte {

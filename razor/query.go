@@ -238,10 +238,10 @@ func (s *Server) respond(sc *scratch, p []byte, client netip.AddrPort, tcp bool)
 	opcode := p[2] >> 3 & 0xF
 	switch {
 	case rcode != 0:
+	case q.edns && q.version > 0:
+		out.rcode = dns.RcodeBadVers // RFC 6891 §6.1.3, before anything else in the message
 	case !q.qd:
 		out.rcode = dns.RcodeSuccess // a cookie-only query: the OPT is the answer
-	case q.edns && q.version > 0:
-		out.rcode = dns.RcodeBadVers // RFC 6891 §6.1.3
 	case opcode != dns.OpcodeQuery:
 		out.rcode = dns.RcodeNotImplemented
 	case q.qclass != dns.ClassINET:

@@ -123,7 +123,6 @@ type Zone struct {
 	// (RFC 2308 §3).
 	NegSOA  []byte
 	HasCuts bool
-	Records int
 }
 
 // Load reads the zone file path for origin.
@@ -183,7 +182,6 @@ func Parse(origin string, r io.Reader, filename string) (*Zone, error) {
 		}
 		if !dup {
 			sets[k][h.Rrtype] = append(sets[k][h.Rrtype], rr)
-			z.Records++
 		}
 	}
 	if err := zp.Err(); err != nil {
