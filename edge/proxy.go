@@ -363,6 +363,7 @@ func (s *Server) newReverseProxy() *httputil.ReverseProxy {
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = "upstream.invalid" // set per attempt by the transport
 			pr.Out.Host = pr.In.Host
+			keepTarget(pr.Out, pr.In)
 			pr.SetXForwarded()
 			st := pr.In.Context().Value(ctxKey{}).(*reqState)
 			pr.Out.Header["Forwarded"] = []string{forwarded(st, pr.In.Host)}
@@ -401,6 +402,26 @@ func (s *Server) newReverseProxy() *httputil.ReverseProxy {
 			}
 		},
 	}
+}
+
+// keepTarget makes the upstream see the client's request-target byte for
+// byte: ReverseProxy drops query parameters it cannot parse (";", a lone
+// "%") and re-encodes (and so reorders) the rest, and URL.RequestURI
+// re-escapes a path it would have written differently. The query is taken
+// raw, and the path of an origin-form target ("/...") goes out verbatim as
+// URL.Opaque. A target starting with "//" cannot be carried in Opaque
+// (it would read as a scheme-relative URL) and keeps Go's escaping.
+func keepTarget(out, in *http.Request) {
+	out.URL.RawQuery = in.URL.RawQuery
+	out.URL.ForceQuery = in.URL.ForceQuery
+	ru := in.RequestURI
+	if len(ru) < 1 || ru[0] != '/' || strings.HasPrefix(ru, "//") {
+		return
+	}
+	if i := strings.IndexByte(ru, '?'); i >= 0 {
+		ru = ru[:i]
+	}
+	out.URL.Opaque = ru
 }
 
 func isTimeoutErr(err error) bool {

@@ -130,3 +130,49 @@ func TestClientBodyErrorsDoNotEjectUpstreams(t *testing.T) {
 		t.Fatalf("after client errors: %d %q", code, body)
 	}
 }
+
+// The upstream sees the client's request-target byte for byte: query
+// order, ";" and lone "%" kept, the path not re-escaped; through edge/h1
+// (GET) and net/http.Transport (POST).
+func TestRequestTargetVerbatim(t *testing.T) {
+	t.Parallel()
+	up := startUpstream(t, "up", nil)
+	path, url := filePath(t)
+	writePods(t, path, map[string]string{"h.test": "app"}, map[string][]*upstream{"app": {up}})
+	s := startEdge(t, Config{Source: url})
+	targets := []string{
+		"/p?z=1&a=2&c=x;y",
+		"/p?q=100%",
+		"/p?a=1;b=2",
+		"/a%2Fb/%7e/x\"y/[z]?",
+		"/sp%20ace/%E2%82%AC?b=%zz&a",
+		"/",
+	}
+	for _, method := range []string{"GET", "POST"} {
+		for _, target := range targets {
+			c, err := net.Dial("tcp", s.Addrs()[0].String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := ""
+			if method == "POST" {
+				body = "Content-Length: 1\r\n\r\nx"
+			} else {
+				body = "\r\n"
+			}
+			io.WriteString(c, method+" "+target+" HTTP/1.1\r\nHost: h.test\r\n"+body)
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			c.Close()
+			if err != nil {
+				t.Fatalf("%s %s: %v", method, target, err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("%s %s: %d", method, target, resp.StatusCode)
+			}
+			if got := up.lastRequest().RequestURI; got != target {
+				t.Errorf("%s %s: upstream saw %s", method, target, got)
+			}
+		}
+	}
+}
