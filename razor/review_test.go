@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/v6pod/v6pod/razor/zone"
 )
 
 // reviewZone is a zone whose names sit next to, under and above routes.
@@ -385,5 +387,30 @@ func TestMetricsHousekeeping(t *testing.T) {
 	got := names()
 	if got["razor_pool_answers_total{edge-a}"] || got["razor_fail_open_total{other.r.test}"] {
 		t.Errorf("series of the removed pool or route remain")
+	}
+}
+
+// A rebuild (a health change) reuses the zones with route names of the
+// snapshot in use instead of copying them again; the zones as loaded never
+// get the route names.
+func TestRebuildReusesZonesWithRouteNames(t *testing.T) {
+	t.Parallel()
+	s, _ := testServer(t, reviewPods("route.r.test.", "deep.x.r.test."), reviewZones(t))
+	zk, _ := zone.Key("r.test.")
+	rk, _ := zone.Key("x.r.test.") // an empty non-terminal above a route
+	a := s.snap.Load()
+	s.mu.Lock()
+	s.rebuild()
+	base := s.in.zones[zk]
+	s.mu.Unlock()
+	b := s.snap.Load()
+	if a == b {
+		t.Fatal("no new snapshot")
+	}
+	if a.zones[zk] != b.zones[zk] || b.zones[zk] == base {
+		t.Fatal("the zone with route names was copied again (or not made)")
+	}
+	if b.zones[zk].Nodes[rk] == nil || base.Nodes[rk] != nil {
+		t.Fatal("the route name is missing from the snapshot's zone, or was added to the loaded zone")
 	}
 }

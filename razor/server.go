@@ -145,7 +145,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		}
 		s.ownStore = true
 	}
-	snap, err := buildSnapshot(s.in, s.m)
+	snap, err := buildSnapshot(s.in, s.m, s.snap.Load())
 	if err != nil {
 		return nil, fmt.Errorf("razor: %w", err)
 	}
@@ -654,7 +654,7 @@ func (s *Server) applyDoc(doc *model.Document) error {
 	defer s.mu.Unlock()
 	in := s.in
 	in.doc = doc
-	snap, err := buildSnapshot(in, s.m)
+	snap, err := buildSnapshot(in, s.m, s.snap.Load())
 	if err != nil {
 		return err
 	}
@@ -722,7 +722,7 @@ func (s *Server) publish(snap *snapshot) {
 
 // rebuild rebuilds the snapshot after a health change; call with s.mu held.
 func (s *Server) rebuild() {
-	snap, err := buildSnapshot(s.in, s.m)
+	snap, err := buildSnapshot(s.in, s.m, s.snap.Load())
 	if err != nil {
 		s.log.Error("rebuild failed; keeping the current answers", "err", err)
 		return
@@ -782,7 +782,7 @@ func (s *Server) Reload(ctx context.Context) error {
 	s.mu.Lock()
 	in := s.in
 	in.zones = zones
-	snap, err := buildSnapshot(in, s.m)
+	snap, err := buildSnapshot(in, s.m, s.snap.Load())
 	if err != nil {
 		s.mu.Unlock()
 		s.m.zoneReloads.WithLabelValues("error").Inc()

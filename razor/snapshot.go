@@ -28,6 +28,23 @@ type snapshot struct {
 	pools  []*poolInfo
 	// version of the store document.
 	version uint64
+	// withNames are the zones that hold routes, by apex key.
+	withNames map[string]withNames
+}
+
+// withNames is a zone with its routes' names added (zone.WithNames).
+type withNames struct {
+	base  *zone.Zone // the zone as loaded
+	names string     // the route keys added, sorted and joined
+	zone  *zone.Zone
+}
+
+func (s *snapshot) lend(zk string) (withNames, bool) {
+	if s == nil {
+		return withNames{}, false
+	}
+	w, ok := s.withNames[zk]
+	return w, ok
 }
 
 type poolInfo struct {
@@ -97,7 +114,10 @@ func zoneFor(zones map[string]*zone.Zone, key string, qtype uint16) *zone.Zone {
 
 // buildSnapshot checks the document against the zones (a route must lie
 // inside a served zone) and prebuilds every route's answer material.
-func buildSnapshot(in inputs, m *metrics) (*snapshot, error) {
+// prev, the snapshot in use (or nil), lends its zones with route names
+// when neither the zone nor its routes' names changed, so a health change
+// does not copy every zone.
+func buildSnapshot(in inputs, m *metrics, prev *snapshot) (*snapshot, error) {
 	s := &snapshot{zones: in.zones, routes: map[string]*route{}}
 	doc := in.doc
 	if doc == nil {
@@ -207,8 +227,17 @@ func buildSnapshot(in inputs, m *metrics) (*snapshot, error) {
 		// their zones (RFC 8020, RFC 4592 §2.2.2: they are closest
 		// enclosers too).
 		s.zones = maps.Clone(in.zones)
+		s.withNames = map[string]withNames{}
 		for zk, keys := range routeKeys {
-			s.zones[zk] = in.zones[zk].WithNames(keys)
+			slices.Sort(keys)
+			w := withNames{base: in.zones[zk], names: strings.Join(keys, "")}
+			if p, ok := prev.lend(zk); ok && p.base == w.base && p.names == w.names {
+				w.zone = p.zone
+			} else {
+				w.zone = w.base.WithNames(keys)
+			}
+			s.zones[zk] = w.zone
+			s.withNames[zk] = w
 		}
 	}
 	return s, nil
