@@ -3,7 +3,6 @@ package edge
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -190,12 +189,15 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		req = limitInterim(req)
 	}
 	var tried []*balance.Upstream
+	var lastErr error
 	idem := isIdempotent(req)
 	for attempt := 0; ; attempt++ {
 		up := st.pool.Pick(st.client.Addr(), tried)
 		if up == nil {
-			if len(tried) > 0 {
-				return nil, fmt.Errorf("%w: %d tried", errNoUpstream, len(tried))
+			if lastErr != nil {
+				// Every upstream was tried: the last failure says why
+				// (502, or 504 for a timeout), not "none available".
+				return nil, lastErr
 			}
 			return nil, errNoUpstream
 		}
@@ -222,6 +224,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 				m.upstreamErrs.WithLabelValues(st.app, "connect").Inc()
 				t.s.failure(st, up)
 				if idem && attempt < st.policy.retries() && req.Context().Err() == nil {
+					lastErr = err
 					tried = append(tried, up)
 					st.retries++
 					m.retries.WithLabelValues(st.app).Inc()
@@ -232,9 +235,11 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if req.Context().Err() == nil {
 				m.upstreamErrs.WithLabelValues(st.app, "other").Inc()
 				t.s.failure(st, up)
-				// Nothing of an answer came back: an idempotent request
-				// may go to another upstream.
+				// The connection broke before any byte of an answer (not
+				// a timeout: the upstream may be working on it): an
+				// idempotent request may go to another upstream.
 				if idem && h1.NoResponse(err) && attempt < st.policy.retries() {
+					lastErr = err
 					tried = append(tried, up)
 					st.retries++
 					m.retries.WithLabelValues(st.app).Inc()

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -174,5 +175,57 @@ func TestRequestTargetVerbatim(t *testing.T) {
 				t.Errorf("%s %s: upstream saw %s", method, target, got)
 			}
 		}
+	}
+}
+
+// A hung upstream: the response timeout answers 504 (not 503 after
+// retries), and the request is not sent to a second upstream. A POST
+// whose pooled connection the upstream drops unanswered is not re-sent
+// either (502).
+func TestNoResendAfterTimeoutOrForPost(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var hungHits atomic.Int32
+	hang := func(c net.Conn) { hungHits.Add(1); <-release }
+	h1, h2 := rawUpstream(t, hang), rawUpstream(t, hang)
+	t.Cleanup(func() { close(release) })
+	var dropHits atomic.Int32
+	drop := func(c net.Conn) {
+		dropHits.Add(1)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		buf := make([]byte, 4096)
+		if n, _ := c.Read(buf); n > 0 {
+			dropHits.Add(1)
+		}
+	}
+	d1 := rawUpstream(t, drop)
+	path, url := filePath(t)
+	writePods(t, path, map[string]string{"hung.test": "hung", "drop.test": "drop"},
+		map[string][]*upstream{"hung": {h1, h2}, "drop": {d1}})
+	s := startEdge(t, Config{Source: url, Upstream: Upstream{ResponseTimeout: 200 * time.Millisecond}})
+	c := newClient()
+	if code, _ := get(t, c, s.Addrs()[0], "hung.test", "/"); code != http.StatusGatewayTimeout {
+		t.Errorf("hung upstreams: %d, want 504", code)
+	}
+	if n := hungHits.Load(); n != 1 {
+		t.Errorf("the timed-out GET reached %d upstreams, want 1", n)
+	}
+	// Pool one connection to the dropping upstream, then POST.
+	if code, _ := get(t, c, s.Addrs()[0], "drop.test", "/"); code != 200 {
+		t.Fatalf("first GET: %d", code)
+	}
+	before := dropHits.Load()
+	req, _ := http.NewRequest("POST", "http://"+s.Addrs()[0].String()+"/", nil)
+	req.Host = "drop.test"
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("POST on a dropped connection: %d, want 502", resp.StatusCode)
+	}
+	if n := dropHits.Load() - before; n != 1 {
+		t.Errorf("the POST reached upstreams %d times, want 1", n)
 	}
 }

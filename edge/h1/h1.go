@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -157,16 +158,46 @@ func (t *Transport) Sweep() {
 	})
 }
 
-// errStale marks a failure on a reused connection before any byte of the
-// answer arrived: the upstream had closed it; a fresh one may be tried.
+// errStale marks a connection that broke (EOF, reset, broken pipe)
+// before any byte of the answer arrived: on a reused connection, the
+// upstream had closed it. A timeout is never stale: the upstream may be
+// working on the request.
 type errStale struct{ err error }
+
+// broken reports whether err is a connection closed or reset by the peer
+// (not a timeout).
+func broken(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return false
+	}
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNABORTED)
+}
+
+// Idempotent reports whether req may be sent again after a connection
+// broke without an answer (RFC 9110, 9.2.2): GET, HEAD, OPTIONS, TRACE,
+// PUT and DELETE (this transport carries no bodies), or any request with
+// an Idempotency-Key (or X-Idempotency-Key) header, as net/http does.
+func Idempotent(req *http.Request) bool {
+	switch req.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	if _, ok := req.Header["Idempotency-Key"]; ok {
+		return true
+	}
+	_, ok := req.Header["X-Idempotency-Key"]
+	return ok
+}
 
 func (e *errStale) Error() string { return "h1: reused connection failed: " + e.err.Error() }
 func (e *errStale) Unwrap() error { return e.err }
 
 // NoResponse reports whether err is a failure after which nothing of an
-// answer arrived (the connection broke or timed out before the first byte).
-// An idempotent request may then be retried elsewhere (RFC 9110, 9.2.2).
+// answer arrived because the connection broke (closed or reset, not timed
+// out) before the first byte. An idempotent request may then be retried
+// elsewhere (RFC 9110, 9.2.2).
 func NoResponse(err error) bool {
 	var st *errStale
 	return errors.As(err, &st)
@@ -196,8 +227,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		c.nc.Close()
+		// A pooled connection the upstream had closed: send the request
+		// again on another one, if it may be repeated.
 		var st *errStale
-		if reused && errors.As(err, &st) && attempt < 3 && req.Context().Err() == nil {
+		if reused && errors.As(err, &st) && attempt < 3 && req.Context().Err() == nil && Idempotent(req) {
 			continue
 		}
 		return nil, err
@@ -217,8 +250,14 @@ func (t *Transport) roundTrip(p *pool, c *conn, req *http.Request) (*http.Respon
 		}
 		return nil, err
 	}
+	stale := func(err error) error {
+		if broken(err) {
+			return &errStale{err}
+		}
+		return err
+	}
 	if err := writeRequest(c.bw, req); err != nil {
-		return fail(&errStale{err})
+		return fail(stale(err))
 	}
 	if t.ResponseHeaderTimeout > 0 {
 		c.nc.SetReadDeadline(time.Now().Add(t.ResponseHeaderTimeout))
@@ -229,7 +268,7 @@ func (t *Transport) roundTrip(p *pool, c *conn, req *http.Request) (*http.Respon
 	}
 	c.lr.limit(limit - int64(c.br.Buffered()))
 	if _, err := c.br.Peek(1); err != nil {
-		return fail(&errStale{err})
+		return fail(stale(err))
 	}
 	var resp *http.Response
 	for interim := 0; ; interim++ {

@@ -270,3 +270,86 @@ func TestInterimResponsesCapped(t *testing.T) {
 		}
 	}
 }
+
+// keepAliveThenDrop answers the first request of every connection
+// (keep-alive) and closes the connection after reading the second without
+// answering, counting the requests it read.
+func keepAliveThenDrop(t *testing.T, hits *atomic.Int32) string {
+	return rawUpstream(t, func(c net.Conn) {
+		hits.Add(1)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		buf := make([]byte, 4096)
+		if n, _ := c.Read(buf); n > 0 {
+			hits.Add(1) // read, then dropped unanswered
+		}
+	})
+}
+
+// On a pooled connection the upstream closes without answering, a GET is
+// sent again on a fresh connection, a POST (not idempotent) never is.
+func TestStaleRetryOnlyIdempotent(t *testing.T) {
+	for _, tc := range []struct {
+		method string
+		hdr    http.Header
+		retry  bool
+	}{
+		{"GET", nil, true},
+		{"DELETE", nil, true},
+		{"POST", nil, false},
+		{"PATCH", nil, false},
+		{"POST", http.Header{"Idempotency-Key": {"k1"}}, true},
+	} {
+		var hits atomic.Int32
+		url := keepAliveThenDrop(t, &hits)
+		tr := newTransport()
+		do(t, tr, "GET", url+"/", nil) // a pooled connection
+		req, _ := http.NewRequest(tc.method, url+"/", nil)
+		if tc.hdr != nil {
+			req.Header = tc.hdr
+		}
+		resp, err := tr.RoundTrip(req)
+		if tc.retry {
+			if err != nil {
+				t.Fatalf("%s: %v", tc.method, err)
+			}
+			resp.Body.Close()
+			continue
+		}
+		if err == nil {
+			resp.Body.Close()
+			t.Fatalf("%s: answered after a retry (%d requests reached the upstream)", tc.method, hits.Load())
+		}
+		if n := hits.Load(); n != 2 {
+			t.Fatalf("%s: the upstream read %d requests, want 2 (no resend)", tc.method, n)
+		}
+		if !NoResponse(err) {
+			t.Fatalf("%s: err %v: want NoResponse", tc.method, err)
+		}
+	}
+}
+
+// A response timeout is not a stale connection: the request is not sent
+// again (the upstream may be working on it), and the error is a timeout.
+func TestResponseTimeoutIsNotRetried(t *testing.T) {
+	var hits atomic.Int32
+	release := make(chan struct{})
+	defer close(release)
+	url := rawUpstream(t, func(c net.Conn) {
+		hits.Add(1)
+		<-release
+	})
+	tr := newTransport()
+	tr.ResponseHeaderTimeout = 100 * time.Millisecond
+	req, _ := http.NewRequest("GET", url+"/", nil)
+	_, err := tr.RoundTrip(req)
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("err %v: want a timeout", err)
+	}
+	if NoResponse(err) {
+		t.Fatalf("a timeout counted as NoResponse")
+	}
+	if n := hits.Load(); n != 1 {
+		t.Fatalf("%d requests reached the upstream, want 1", n)
+	}
+}
