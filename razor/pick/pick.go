@@ -250,6 +250,18 @@ func WeightedScore(h uint64, w float64) float64 {
 	return -w / math.Log(u)
 }
 
+// hashCut returns a hash below which an address of weight w scores below
+// t for sure: WeightedScore(h, w) > t needs u > exp(-w/t), and the cut
+// lies a margin under that, far beyond any rounding, so the shard is
+// exactly what comparing every score gives.
+func hashCut(w, t float64) uint64 {
+	u0 := math.Exp(-w/t)*(1-1e-6) - 1.0/(1<<40)
+	if u0 <= 0 {
+		return 0
+	}
+	return uint64(u0 * (1 << 64))
+}
+
 type scored struct {
 	score  uint64  // Score, deciding when the weights are uniform
 	wscore float64 // WeightedScore, deciding otherwise
@@ -294,10 +306,19 @@ func (s *Set) Shard(label []byte, n int) *Set {
 	if n > len(buf) {
 		top = make([]scored, 0, n)
 	}
-	// Keep the n best in descending order (insertion: n is small).
+	// Keep the n best in descending order (insertion: n is small). With
+	// weights, an address of pool pi whose hash lies below cut cannot
+	// beat the n-th best: the logarithm is left out for most addresses.
 	for pi := range s.Pools {
+		var cut uint64
+		if !uniform && len(top) == n {
+			cut = hashCut(aw[pi], top[n-1].wscore)
+		}
 		for j, ha := range hashes[pi] {
 			c := scored{score: mix(hl ^ ha), pool: pi, idx: j}
+			if c.score < cut {
+				continue
+			}
 			if !uniform {
 				c.wscore = WeightedScore(c.score, aw[pi])
 			}
@@ -313,6 +334,9 @@ func (s *Set) Shard(label []byte, n int) *Set {
 				k--
 			}
 			top[k] = c
+			if !uniform && len(top) == n {
+				cut = hashCut(aw[pi], top[n-1].wscore)
+			}
 		}
 	}
 	// Group by pool, each pool's addresses in the pool's order.

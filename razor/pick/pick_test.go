@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"testing"
 )
 
@@ -223,6 +224,58 @@ func TestWeightedScoreGolden(t *testing.T) {
 	} {
 		if got := WeightedScore(tc.h, tc.w); got != tc.want {
 			t.Errorf("WeightedScore(%#x, %v) = %v, want %v", tc.h, tc.w, got, tc.want)
+		}
+	}
+}
+
+// Equal weights per address: no logarithm (compare BenchmarkShardMiss500).
+func BenchmarkShardMiss500Uniform(b *testing.B) {
+	s := NewSet([]Pool{{Weight: 1, Addrs: addrs("2001:db8::", 250)}, {Weight: 1, Addrs: addrs("2001:db8:1::", 250)}})
+	s.PrepareShards()
+	b.ReportAllocs()
+	for b.Loop() {
+		s.Shard([]byte("some-customer"), 8)
+	}
+}
+
+// Shard's shortcut (hashCut) changes nothing: the shard is the n best of
+// every address's full score.
+func TestShardMatchesFullRanking(t *testing.T) {
+	pools := []Pool{{ID: 0, Weight: 1, Addrs: addrs("10.1.0.", 200)}, {ID: 1, Weight: 7, Addrs: addrs("10.2.0.", 30)},
+		{ID: 2, Weight: 1000, Addrs: addrs("10.3.0.", 3)}}
+	s := NewSet(pools)
+	s.PrepareShards()
+	for i := range 3000 {
+		label := []byte(fmt.Sprintf("l%d", i))
+		var all []scored
+		hl := LabelHash(label)
+		for pi, p := range s.Pools {
+			for j, a := range p.Addrs {
+				h := mix(hl ^ AddrHash(a))
+				all = append(all, scored{score: h, wscore: WeightedScore(h, float64(p.Weight)/float64(len(p.Addrs))), pool: pi, idx: j})
+			}
+		}
+		slices.SortFunc(all, func(x, y scored) int {
+			if better(x, y) {
+				return -1
+			}
+			return 1
+		})
+		want := map[netip.Addr]bool{}
+		for _, c := range all[:8] {
+			want[s.Pools[c.pool].Addrs[c.idx]] = true
+		}
+		got := 0
+		for _, p := range s.Shard(label, 8).Pools {
+			for _, a := range p.Addrs {
+				if !want[a] {
+					t.Fatalf("%s: %s in the shard, not among the 8 best", label, a)
+				}
+				got++
+			}
+		}
+		if got != 8 {
+			t.Fatalf("%s: %d addresses in the shard, want 8", label, got)
 		}
 	}
 }
