@@ -173,7 +173,10 @@ func TestRouteConflictsRejected(t *testing.T) {
 func TestRouteConflictKeepsLastGood(t *testing.T) {
 	t.Parallel()
 	s, path := testServer(t, reviewPods("route.r.test."), reviewZones(t))
+	// A new pool and a route at a CNAME: rejected, and neither leaves a
+	// metric series behind.
 	bad := strings.Replace(reviewPods("route.r.test.", "cname.r.test."), "version: 1", "version: 2", 1)
+	bad = strings.Replace(bad, "name: edge-off", "name: edge-new", 1)
 	if err := os.WriteFile(path+".tmp", []byte(bad), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -181,6 +184,16 @@ func TestRouteConflictKeepsLastGood(t *testing.T) {
 	eventually(t, 5e9, "the store error is counted", func() bool {
 		return counterValue(t, s, "razor_store_errors_total") > 0
 	})
+	mfs, _ := s.m.reg.Gather()
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if v := l.GetValue(); v == "edge-new" || v == "cname.r.test" {
+					t.Errorf("%s has a series for %s of the rejected document", mf.GetName(), v)
+				}
+			}
+		}
+	}
 	if r := ask(t, s, newQuery("route.r.test", dns.TypeA), false); len(addrsOf(r.Answer)) != 2 {
 		t.Fatalf("route lost after a bad update:\n%s", r)
 	}

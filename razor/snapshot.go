@@ -128,11 +128,7 @@ func buildSnapshot(in inputs, m *metrics, prev *snapshot) (*snapshot, error) {
 	for i := range doc.Pools {
 		p := &doc.Pools[i]
 		index[p.Name] = i
-		s.pools = append(s.pools, &poolInfo{
-			name:    p.Name,
-			healthy: in.poolHealthy(p),
-			answers: m.poolAnswers.WithLabelValues(p.Name),
-		})
+		s.pools = append(s.pools, &poolInfo{name: p.Name, healthy: in.poolHealthy(p)})
 	}
 	var errs []error
 	routeKeys := map[string][]string{} // zone apex → route names in it
@@ -173,7 +169,6 @@ func buildSnapshot(in inputs, m *metrics, prev *snapshot) (*snapshot, error) {
 		rt := &route{
 			key: key, name: r.Name, answers: r.Answers, negSOA: neg,
 			shard: r.Shard == model.ShardLabel, shardSize: r.ShardSize,
-			failOpen: m.failOpen.WithLabelValues(routeLabel(r.Name)),
 		}
 		for fi, v6 := range []bool{false, true} {
 			f := &rt.fam[fi]
@@ -221,6 +216,14 @@ func buildSnapshot(in inputs, m *metrics, prev *snapshot) (*snapshot, error) {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
+	}
+	// Metric series only for data that is used (a rejected document
+	// leaves none behind).
+	for _, p := range s.pools {
+		p.answers = m.poolAnswers.WithLabelValues(p.name)
+	}
+	for _, rt := range s.routes {
+		rt.failOpen = m.failOpen.WithLabelValues(routeLabel(rt.name))
 	}
 	if len(routeKeys) > 0 {
 		// Route names and the empty non-terminals above them exist in
