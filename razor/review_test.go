@@ -322,6 +322,29 @@ func TestTCPConnectionLimits(t *testing.T) {
 			t.Fatalf("razor_tcp_evicted_total %v, want 1", v)
 		}
 	})
+	t.Run("full and none idle", func(t *testing.T) {
+		t.Parallel()
+		s, _ := testServer(t, "", func(c *Config) { c.TCPMaxConns = 1 })
+		c1 := dial(t, s)
+		if _, err := tcpQuery(c1, "ns1.v6pod.test"); err != nil {
+			t.Fatal(err)
+		}
+		c1.Write([]byte{0, 40, 0}) // a query in hand: not idle
+		eventually(t, 5*time.Second, "the connection busy", func() bool {
+			s.connMu.Lock()
+			defer s.connMu.Unlock()
+			for _, tc := range s.conns {
+				return tc.since.Load() == 0
+			}
+			return false
+		})
+		if r, err := tcpQuery(dial(t, s), "ns1.v6pod.test"); err == nil {
+			t.Fatalf("answered while full with a busy connection:\n%s", r)
+		}
+		if v := counterValue(t, s, "razor_tcp_refused_total"); v != 1 {
+			t.Fatalf("razor_tcp_refused_total %v, want 1", v)
+		}
+	})
 }
 
 // NODATA at a route without eligible addresses lives the route's TTL (30),
