@@ -458,7 +458,8 @@ func TestReadyzDuringDrainAndMetricsEndpoint(t *testing.T) {
 func TestUnknownHostPage(t *testing.T) {
 	t.Parallel()
 	path, url := filePath(t)
-	writePods(t, path, map[string]string{}, map[string][]*upstream{})
+	up := startUpstream(t, "up", nil) // an edge without apps is not ready
+	writePods(t, path, map[string]string{"h.test": "app"}, map[string][]*upstream{"app": {up}})
 	page := path + ".html"
 	writeRaw(t, page, "<h1>not here</h1>")
 	s := startEdge(t, Config{Source: url, UnknownHost: UnknownHost{Status: 404, Page: page}})

@@ -158,10 +158,10 @@ func (s *Server) Table() *route.Table { return s.table }
 // Source is the upstream source.
 func (s *Server) Source() source.Source { return s.src }
 
-// Ready reports whether the edge serves: its lists are loaded, a listener
-// is up and it is not draining.
+// Ready reports whether the edge serves: its lists are loaded (with at
+// least one app), a listener is up and it is not draining.
 func (s *Server) Ready() bool {
-	return s.state.Load() == stateReady && s.nUp.Load() > 0 && s.src.Stats().Synced.Load()
+	return s.state.Load() == stateReady && s.nUp.Load() > 0 && s.src.Stats().Synced.Load() && s.table.Apps() > 0
 }
 
 // Draining reports whether the drain sequence has begun.
@@ -461,6 +461,8 @@ func (s *Server) opsHandler() http.Handler {
 			http.Error(w, "draining", http.StatusServiceUnavailable)
 		case !s.src.Stats().Synced.Load():
 			http.Error(w, "lists not loaded yet from "+s.src.String(), http.StatusServiceUnavailable)
+		case s.table.Apps() == 0:
+			http.Error(w, "no app loaded from "+s.src.String(), http.StatusServiceUnavailable)
 		case s.nUp.Load() == 0:
 			http.Error(w, "no listener up", http.StatusServiceUnavailable)
 		case !s.Ready():

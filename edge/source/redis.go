@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -31,6 +32,64 @@ type Redis struct {
 	o      Options
 	prefix string
 	stats  Stats
+
+	refusal string // why the last full load was refused ("" when applied)
+}
+
+// RefusedError is a full load that was read but not applied, because it
+// could not be trusted; the last good lists keep serving.
+type RefusedError struct{ Reason string }
+
+func (e *RefusedError) Error() string { return "full load refused: " + e.Reason }
+
+// refuse records a refused full load: counted, marked stale, logged at
+// warning level when the reason changes.
+func (r *Redis) refuse(reason string) error {
+	r.stats.Refused.Add(1)
+	r.stats.Stale.Store(true)
+	lvl := slog.LevelDebug
+	if reason != r.refusal {
+		lvl = slog.LevelWarn
+	}
+	r.refusal = reason
+	r.o.logger().Log(context.Background(), lvl, "edge source: redis full load refused, keeping the last good lists",
+		"source", r.name, "reason", reason)
+	return &RefusedError{Reason: reason}
+}
+
+// replicaInSync checks INFO replication: a replica whose link to its
+// master is down or which is loading a sync may answer with no data or
+// old data, so a full load from it is not trusted. It returns "" when the
+// server can be trusted (a master, a replica in sync, or INFO not allowed).
+func (r *Redis) replicaInSync(ctx context.Context, client *redis.Client) (string, error) {
+	info, err := client.Info(ctx, "replication").Result()
+	if err != nil {
+		if msg := err.Error(); strings.HasPrefix(msg, "NOPERM") || strings.HasPrefix(msg, "ERR unknown command") {
+			return "", nil
+		}
+		return "", fmt.Errorf("info replication: %w", err)
+	}
+	return replicaProblem(info), nil
+}
+
+// replicaProblem reads an INFO replication answer.
+func replicaProblem(info string) string {
+	kv := map[string]string{}
+	for _, line := range strings.Split(info, "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
+			kv[k] = v
+		}
+	}
+	if kv["role"] != "slave" && kv["role"] != "replica" {
+		return ""
+	}
+	if st := kv["master_link_status"]; st != "up" {
+		return "replica: master_link_status " + st
+	}
+	if kv["master_sync_in_progress"] == "1" {
+		return "replica: master_sync_in_progress"
+	}
+	return ""
 }
 
 var _ Source = (*Redis)(nil)
@@ -107,11 +166,25 @@ func (r *Redis) session(ctx context.Context, client *redis.Client, sink Sink) er
 	if _, ok := m.(*redis.Subscription); !ok {
 		return fmt.Errorf("subscribe %s: unexpected %T", channel, m)
 	}
-	if err := r.FullLoad(ctx, client, sink); err != nil {
+	var nextLoad time.Time
+	load := func() error {
+		err := r.FullLoad(ctx, client, sink)
+		var re *RefusedError
+		switch {
+		case errors.As(err, &re):
+			nextLoad = time.Now().Add(time.Second) // try again soon
+		case err != nil:
+			return err
+		default:
+			nextLoad = time.Now().Add(r.o.Resync)
+		}
+		return nil
+	}
+	if err := load(); err != nil {
 		return err
 	}
 	r.stats.Up.Store(true)
-	lastLoad, lastPong := time.Now(), time.Now()
+	lastPong := time.Now()
 	pinged := false
 	for {
 		m, err := ps.ReceiveTimeout(ctx, time.Second)
@@ -125,11 +198,10 @@ func (r *Redis) session(ctx context.Context, client *redis.Client, sink Sink) er
 			if pinged && time.Since(lastPong) > 3*time.Second {
 				return fmt.Errorf("no answer to PING on the subscription")
 			}
-			if time.Since(lastLoad) >= r.o.Resync {
-				if err := r.FullLoad(ctx, client, sink); err != nil {
+			if !time.Now().Before(nextLoad) {
+				if err := load(); err != nil {
 					return err
 				}
-				lastLoad = time.Now()
 			}
 			if err := ps.Ping(ctx); err != nil {
 				return err
@@ -149,10 +221,9 @@ func (r *Redis) session(ctx context.Context, client *redis.Client, sink Sink) er
 		case *redis.Subscription:
 			// The client reconnected underneath: changes may be lost.
 			log.Info("edge source: redis resubscribed, reloading", "source", r.name)
-			if err := r.FullLoad(ctx, client, sink); err != nil {
+			if err := load(); err != nil {
 				return err
 			}
-			lastLoad = time.Now()
 		}
 	}
 }
@@ -245,8 +316,21 @@ func (r *Redis) parseMembers(app string, members []string) []netip.AddrPort {
 }
 
 // FullLoad reads every app and host and replaces the sink's lists with
-// them. Nothing changes unless the whole load succeeds.
+// them. Nothing changes unless the whole load succeeds and can be trusted:
+// a load from a replica out of sync with its master, or one that would
+// empty the apps or hosts of a sink that has some (a Redis restarted
+// without its data, a FLUSHALL), is refused with a *RefusedError — counted,
+// logged, and the lists marked stale until a load is applied. Emptying
+// the lists on purpose goes through change notices, one app or host at a
+// time.
 func (r *Redis) FullLoad(ctx context.Context, client *redis.Client, sink Sink) error {
+	why, err := r.replicaInSync(ctx, client)
+	if err != nil {
+		return err
+	}
+	if why != "" {
+		return r.refuse(why)
+	}
 	appPrefix, hostPrefix := r.prefix+"app:", r.prefix+"host:"
 	var appKeys, hostKeys []string
 	it := client.Scan(ctx, 0, r.prefix+"*", 1000).Iterator()
@@ -312,6 +396,20 @@ func (r *Redis) FullLoad(ctx context.Context, client *redis.Client, sink Sink) e
 			}
 		}
 	}
+	if c, ok := sink.(interface {
+		Apps() int
+		Hosts() int
+	}); ok {
+		if len(apps) == 0 && c.Apps() > 0 || len(hosts) == 0 && c.Hosts() > 0 {
+			return r.refuse(fmt.Sprintf("the load has %d apps and %d hosts, the lists have %d and %d: an emptied or restarted Redis?",
+				len(apps), len(hosts), c.Apps(), c.Hosts()))
+		}
+	}
+	if r.refusal != "" {
+		r.o.logger().Info("edge source: redis full load applied again after refusals", "source", r.name)
+		r.refusal = ""
+	}
+	r.stats.Stale.Store(false)
 	n, errs := sink.Replace(hosts, apps)
 	for _, err := range errs {
 		r.stats.Errors.Add(1)

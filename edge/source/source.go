@@ -43,10 +43,21 @@ type Stats struct {
 	BadMembers atomic.Uint64
 	Updates    atomic.Uint64
 	FullLoads  atomic.Uint64 // complete reloads (Redis: start, reconnects, resyncs)
+	// Refused counts full loads not applied because they could not be
+	// trusted (Redis: an empty answer while the lists had entries, a
+	// replica out of sync with its master).
+	Refused atomic.Uint64
+	// Stale is set while the source is connected but its lists cannot be
+	// trusted (a refused full load); MarkSync does nothing meanwhile.
+	Stale atomic.Bool
 }
 
-// MarkSync records that the source's lists are current now.
+// MarkSync records that the source's lists are current now (unless they
+// are marked stale).
 func (s *Stats) MarkSync(now time.Time) {
+	if s.Stale.Load() {
+		return
+	}
 	s.lastSync.Store(now.UnixNano())
 	s.Synced.Store(true)
 }
@@ -64,7 +75,7 @@ func (s *Stats) LastSync() time.Time {
 // source is up (its lists are live), else the time since they were last
 // known current.
 func (s *Stats) Staleness(now time.Time) time.Duration {
-	if !s.Synced.Load() || s.Up.Load() {
+	if !s.Synced.Load() || s.Up.Load() && !s.Stale.Load() {
 		return 0
 	}
 	return now.Sub(s.LastSync())
