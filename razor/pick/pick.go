@@ -247,7 +247,42 @@ func Score(label []byte, a netip.Addr) uint64 { return mix(LabelHash(label) ^ Ad
 // tables", 2005); for equal weights the order is that of h.
 func WeightedScore(h uint64, w float64) float64 {
 	u := (float64(h>>12) + 0.5) / (1 << 52) // in (0, 1): 1 is never reached
-	return -w / math.Log(u)
+	return -w / detLog(u)
+}
+
+// detLog is the natural logarithm of x in (0, 1], the same on every
+// architecture: Go's portable math.log (FreeBSD's e_log.c), with each
+// product rounded by an explicit conversion so that no compiler fuses a
+// multiply-add (the Go spec allows fusion otherwise), unlike math.Log,
+// which is assembly on amd64 and Go elsewhere. Shards must not depend on
+// the machine.
+func detLog(x float64) float64 {
+	const (
+		Ln2Hi = 6.93147180369123816490e-01 /* 3fe62e42 fee00000 */
+		Ln2Lo = 1.90821492927058770002e-10 /* 3dea39ef 35793c76 */
+		L1    = 6.666666666666735130e-01   /* 3FE55555 55555593 */
+		L2    = 3.999999999940941908e-01   /* 3FD99999 9997FA04 */
+		L3    = 2.857142874366239149e-01   /* 3FD24924 94229359 */
+		L4    = 2.222219843214978396e-01   /* 3FCC71C5 1D8E78AF */
+		L5    = 1.818357216161805012e-01   /* 3FC74664 96CB03DE */
+		L6    = 1.531383769920937332e-01   /* 3FC39A09 D078C69F */
+		L7    = 1.479819860511658591e-01   /* 3FC2F112 DF3E5244 */
+	)
+	f1, ki := math.Frexp(x)
+	if f1 < math.Sqrt2/2 {
+		f1 *= 2
+		ki--
+	}
+	f := f1 - 1
+	k := float64(ki)
+	s := f / (2 + f)
+	s2 := float64(s * s)
+	s4 := float64(s2 * s2)
+	t1 := float64(s2 * (L1 + float64(s4*(L3+float64(s4*(L5+float64(s4*L7)))))))
+	t2 := float64(s4 * (L2 + float64(s4*(L4+float64(s4*L6)))))
+	r := t1 + t2
+	hfsq := float64(float64(0.5*f) * f)
+	return float64(k*Ln2Hi) - ((hfsq - (float64(s*(hfsq+r)) + float64(k*Ln2Lo))) - f)
 }
 
 // hashCut returns a hash below which an address of weight w scores below
@@ -255,7 +290,7 @@ func WeightedScore(h uint64, w float64) float64 {
 // lies a margin under that, far beyond any rounding, so the shard is
 // exactly what comparing every score gives.
 func hashCut(w, t float64) uint64 {
-	u0 := math.Exp(-w/t)*(1-1e-6) - 1.0/(1<<40)
+	u0 := math.Exp(-w/t)*(1-1e-6) - 1.0/(1<<40) // a bound only: need not be exact
 	if u0 <= 0 {
 		return 0
 	}

@@ -279,3 +279,16 @@ func TestShardMatchesFullRanking(t *testing.T) {
 		}
 	}
 }
+
+// detLog agrees with math.Log to within an ulp or two over (0, 1].
+func TestDetLog(t *testing.T) {
+	for i := range 100000 {
+		x := (float64(i) + 0.5) / 100000
+		if got, want := detLog(x), math.Log(x); math.Abs(got-want) > 4e-16*math.Abs(want)+1e-300 {
+			t.Fatalf("detLog(%v) = %v, math.Log %v", x, got, want)
+		}
+	}
+	if got := detLog(1); got != 0 {
+		t.Fatalf("detLog(1) = %v", got)
+	}
+}
