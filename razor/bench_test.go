@@ -34,6 +34,18 @@ var allocCases = []struct {
 	{"referral", "host.sub.v6pod.test", dns.TypeA, 0},
 }
 
+// allocsPerQuery is the fewest allocations per call of f over three
+// rounds: AllocsPerRun counts the whole process, and the file store
+// re-reads its file every 2s in the background, which must not be
+// charged to the query path.
+func allocsPerQuery(f func()) float64 {
+	n := testing.AllocsPerRun(200, f)
+	for range 2 {
+		n = min(n, testing.AllocsPerRun(200, f))
+	}
+	return n
+}
+
 // The query path allocates nothing: route answers, zone answers, negative
 // answers, referrals.
 func TestQueryAllocs(t *testing.T) {
@@ -46,7 +58,7 @@ func TestQueryAllocs(t *testing.T) {
 			if s.respond(sc, p, client, false) == nil {
 				t.Fatalf("%s: no answer", tc.name)
 			}
-			n := testing.AllocsPerRun(200, func() { s.respond(sc, p, client, false) })
+			n := allocsPerQuery(func() { s.respond(sc, p, client, false) })
 			if n > tc.max {
 				t.Errorf("%s (edns %v): %v allocations per query, want at most %v", tc.name, edns, n, tc.max)
 			}
@@ -64,7 +76,7 @@ func TestQueryAllocsRRLAndCookies(t *testing.T) {
 	if s.respond(sc, p, client, false) == nil {
 		t.Fatal("no answer")
 	}
-	if n := testing.AllocsPerRun(200, func() { s.respond(sc, p, client, false) }); n != 0 {
+	if n := allocsPerQuery(func() { s.respond(sc, p, client, false) }); n != 0 {
 		t.Errorf("%v allocations per query with RRL and a cookie", n)
 	}
 }
