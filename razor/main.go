@@ -2,17 +2,17 @@ package razor
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
 	"strings"
 	"syscall"
+
+	"github.com/v6pod/v6pod/internal/cli"
 )
 
 // listFlag is a repeatable flag that also splits on commas.
@@ -51,27 +51,18 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: razor --listen 127.0.0.1:5353 --zone v6pod.test=v6pod.test.zone --store file:///pods.yaml [--metrics ADDR] [--config FILE]")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := cli.Parse(fs, args); !ok {
+		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "razor: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
-		fmt.Fprintf(stderr, "razor: --log-level %q: %v\n", *logLevel, err)
-		return 2
-	}
-	hopts := &slog.HandlerOptions{Level: lvl}
-	var h slog.Handler = slog.NewTextHandler(stderr, hopts)
+	logFormat := "text"
 	if *logJSON {
-		h = slog.NewJSONHandler(stderr, hopts)
+		logFormat = "json"
 	}
-	log := slog.New(h)
+	log, err := cli.Logger(stderr, *logLevel, logFormat)
+	if err != nil {
+		fmt.Fprintf(stderr, "razor: --log-level: %v\n", err)
+		return 2
+	}
 
 	var cfg Config
 	if *configPath != "" {
