@@ -375,6 +375,9 @@ func (c *Config) validate() error {
 	if len(c.vips) == 0 && c.node == nil {
 		return errors.New("announce: nothing to announce (no vips, no node_prefix)")
 	}
+	if err := c.checkOverlaps(); err != nil {
+		return err
+	}
 	c.nextHopV4, c.nextHopV6 = netip.Addr{}, netip.Addr{}
 	if a.NextHopV4 != "" {
 		nh, err := addr.Parse(a.NextHopV4)
@@ -436,6 +439,40 @@ func (c *Config) validate() error {
 	return nil
 }
 
+// Shortest prefixes accepted as a VIP or node prefix: anything wider is a
+// typo (an IPv4 VIP written /8 instead of /32, a ::/0) that would pull a
+// whole range, or the default route, to this node.
+const (
+	minBitsV4 = 16
+	minBitsV6 = 32
+)
+
+// checkOverlaps refuses announced prefixes that contain one another. A
+// route covering another keeps attracting its traffic after the more
+// specific one is withdrawn (an unhealthy /32 inside an announced /24, a
+// VIP inside the node prefix): health-gating would silently not work.
+func (c *Config) checkOverlaps() error {
+	type named struct {
+		p     netip.Prefix
+		where string
+	}
+	var all []named
+	for i, v := range c.vips {
+		all = append(all, named{v.prefix, fmt.Sprintf("announce.vips[%d]", i)})
+	}
+	if c.node != nil {
+		all = append(all, named{c.node.prefix, "announce.node_prefix"})
+	}
+	for i, a := range all {
+		for _, b := range all[:i] {
+			if a.p.Overlaps(b.p) {
+				return fmt.Errorf("%s: %s overlaps %s (%s): the wider route would keep attracting the traffic of the narrower one after its withdrawal", a.where, a.p, b.p, b.where)
+			}
+		}
+	}
+	return nil
+}
+
 func (p PrefixConfig) spec(where string, kind prefixKind, common []uint32, med *uint32) (prefixSpec, error) {
 	if p.Prefix == "" {
 		return prefixSpec{}, fmt.Errorf("%s: prefix is empty", where)
@@ -443,6 +480,12 @@ func (p PrefixConfig) spec(where string, kind prefixKind, common []uint32, med *
 	pfx, err := parsePrefix(p.Prefix)
 	if err != nil {
 		return prefixSpec{}, fmt.Errorf("%s: %w", where, err)
+	}
+	if min := minBitsV4; pfx.Addr().Is4() && pfx.Bits() < min || pfx.Addr().Is6() && pfx.Bits() < minBitsV6 {
+		if pfx.Addr().Is6() {
+			min = minBitsV6
+		}
+		return prefixSpec{}, fmt.Errorf("%s: %s is wider than /%d (a typo for a /32 or /128?)", where, pfx, min)
 	}
 	s := prefixSpec{prefix: pfx, kind: kind, communities: common, med: med}
 	if p.Communities != nil {

@@ -113,6 +113,14 @@ func TestValidateErrors(t *testing.T) {
 		{"nothing", func(c *Config) { c.Announce.VIPs = nil }, "nothing to announce"},
 		{"host bits", func(c *Config) { c.Announce.VIPs[0].Prefix = "203.0.113.10/24" }, "host bits"},
 		{"dup vip", func(c *Config) { c.Announce.VIPs = append(c.Announce.VIPs, PrefixConfig{Prefix: "203.0.113.10/32"}) }, "already in"},
+		// A covering route keeps the traffic of a withdrawn narrower one.
+		{"vip inside vip", func(c *Config) { c.Announce.VIPs = append(c.Announce.VIPs, PrefixConfig{Prefix: "203.0.113.0/24"}) }, "overlaps 203.0.113.10/32"},
+		{"vip inside node prefix", func(c *Config) {
+			c.Announce.VIPs = append(c.Announce.VIPs, PrefixConfig{Prefix: "2001:db8:c0::10"})
+			c.Announce.NodePrefix = &PrefixConfig{Prefix: "2001:db8:c0::/64"}
+		}, "announce.node_prefix: 2001:db8:c0::/64 overlaps"},
+		{"v4 vip far too wide", func(c *Config) { c.Announce.VIPs[0].Prefix = "203.0.0.0/8" }, "wider than /16"},
+		{"default route", func(c *Config) { c.Announce.VIPs[0].Prefix = "::/0" }, "wider than /32"},
 		{"node v4", func(c *Config) { c.Announce.NodePrefix = &PrefixConfig{Prefix: "10.0.0.0/24"} }, "not an IPv6 prefix"},
 		{"bad community", func(c *Config) { c.Announce.Communities = []string{"70000:1"} }, "community"},
 		{"gshut configured", func(c *Config) { c.Announce.Communities = []string{"65535:0"} }, "65535:0"},
