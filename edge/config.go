@@ -42,6 +42,7 @@ type Config struct {
 	Drain       Drain          `yaml:"drain"`
 	AccessLog   AccessLog      `yaml:"access_log"`
 	Upstream    Upstream       `yaml:"upstream"`
+	Client      Client         `yaml:"client"`
 	// BGP announces the VIPs while they are served (edge/announce,
 	// edge/bgp.go); none when absent.
 	BGP *announce.Config `yaml:"bgp"`
@@ -146,13 +147,23 @@ type AccessLog struct {
 	Sample int `yaml:"sample"`
 }
 
-// Upstream tunes the connections to upstreams.
+// Upstream tunes the connections to upstreams. A negative timeout turns
+// it off.
 type Upstream struct {
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
-	// ResponseTimeout bounds the wait for response headers (0: none).
+	// ResponseTimeout bounds the wait for response headers once the
+	// request is sent (default 60s); a timeout is answered 504 and
+	// counts against the upstream's passive health.
 	ResponseTimeout time.Duration `yaml:"response_timeout"`
-	IdleConns       int           `yaml:"idle_conns"`
-	IdleTimeout     time.Duration `yaml:"idle_timeout"`
+	// ReadTimeout bounds the wait for each read of a response body
+	// (idle, not total; default 60s); the download is cut and the
+	// upstream's passive health counts a failure.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// WriteTimeout bounds each write of a request body to the upstream
+	// (idle, default 60s).
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	IdleConns    int           `yaml:"idle_conns"`
+	IdleTimeout  time.Duration `yaml:"idle_timeout"`
 	// MaxHeaderBytes bounds an upstream's response head, 1xx responses
 	// included (default 64 KiB, like the edge's own request heads); a
 	// larger one is answered 502.
@@ -160,6 +171,30 @@ type Upstream struct {
 	// StdlibOnly sends every request through net/http.Transport; by
 	// default requests without a body take the leaner edge/h1 transport.
 	StdlibOnly bool `yaml:"stdlib_only"`
+}
+
+// Client tunes the client connections. A negative timeout turns it off.
+type Client struct {
+	// HeaderTimeout bounds reading a request head (default 10s).
+	HeaderTimeout time.Duration `yaml:"header_timeout"`
+	// IdleTimeout closes keep-alive connections idle for longer (120s).
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// ReadTimeout bounds the wait for each read of a request body (idle,
+	// not total; default 60s); the request is then recorded 499.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// WriteTimeout bounds each write of a response to the client (idle,
+	// not total; default 60s), so that a client that stops reading does
+	// not hold the upstream connection.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+}
+
+// on returns d, or 0 (off) for a negative d.
+func on(d time.Duration) time.Duration { return max(d, 0) }
+
+func defaultDuration(d *time.Duration, v time.Duration) {
+	if *d == 0 {
+		*d = v
+	}
 }
 
 // SetDefaults fills unset fields.
@@ -207,6 +242,13 @@ func (c *Config) SetDefaults() {
 	if c.Upstream.IdleTimeout == 0 {
 		c.Upstream.IdleTimeout = 90 * time.Second
 	}
+	defaultDuration(&c.Upstream.ResponseTimeout, 60*time.Second)
+	defaultDuration(&c.Upstream.ReadTimeout, 60*time.Second)
+	defaultDuration(&c.Upstream.WriteTimeout, 60*time.Second)
+	defaultDuration(&c.Client.HeaderTimeout, 10*time.Second)
+	defaultDuration(&c.Client.IdleTimeout, 120*time.Second)
+	defaultDuration(&c.Client.ReadTimeout, 60*time.Second)
+	defaultDuration(&c.Client.WriteTimeout, 60*time.Second)
 	if c.Upstream.MaxHeaderBytes == 0 {
 		c.Upstream.MaxHeaderBytes = 64 << 10
 	}

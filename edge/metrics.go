@@ -42,7 +42,7 @@ func newMetrics() *metrics {
 			Name: "edge_retries_total", Help: "Idempotent requests retried on another upstream after a connect failure, by app.",
 		}, []string{"app"}),
 		upstreamErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edge_upstream_errors_total", Help: "Failed upstream attempts, by app and kind (connect, other).",
+			Name: "edge_upstream_errors_total", Help: "Failed upstream attempts, by app and kind (connect, other, timeout: a response body that stalled).",
 		}, []string{"app", "kind"}),
 		activeConns: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "edge_active_connections", Help: "Client connections open now (hijacked ones, e.g. WebSocket, leave this count).",

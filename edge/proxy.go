@@ -34,20 +34,31 @@ type reqState struct {
 	status   int
 	upstream *balance.Upstream
 	retries  int
-	body     *clientBody // the client's request body, when it has one
+	body     *clientBody              // the client's request body, when it has one
+	ctl      *http.ResponseController // when client timeouts set deadlines
 }
 
 // clientBody wraps the client's request body and keeps its first read
 // error: a body the client breaks (malformed chunking, an abort) fails
 // the upstream round trip, and that must not count against the upstream.
 type clientBody struct {
-	rc  io.ReadCloser
-	mu  sync.Mutex
-	err error
+	rc   io.ReadCloser
+	ctl  *http.ResponseController // per-read deadlines (client.read_timeout)
+	idle time.Duration
+	mu   sync.Mutex
+	err  error
 }
 
 func (b *clientBody) Read(p []byte) (int, error) {
+	if b.idle > 0 {
+		b.ctl.SetReadDeadline(time.Now().Add(b.idle))
+	}
 	n, err := b.rc.Read(p)
+	if b.idle > 0 && err != nil {
+		// The body is done: net/http's background read on the
+		// connection must not inherit the deadline.
+		b.ctl.SetReadDeadline(time.Time{})
+	}
 	if err != nil && err != io.EOF {
 		b.mu.Lock()
 		if b.err == nil {
@@ -127,6 +138,9 @@ func (s *Server) newTransport() *transport {
 				if err != nil {
 					return nil, &connectError{err}
 				}
+				if wt := on(s.cfg.Upstream.WriteTimeout); wt > 0 {
+					c = &writeDeadlineConn{Conn: c, d: wt}
+				}
 				if pp {
 					st, _ := ctx.Value(ctxKey{}).(*reqState)
 					if st == nil {
@@ -147,7 +161,7 @@ func (s *Server) newTransport() *transport {
 			MaxIdleConns:           0,
 			MaxIdleConnsPerHost:    s.cfg.Upstream.IdleConns,
 			IdleConnTimeout:        s.cfg.Upstream.IdleTimeout,
-			ResponseHeaderTimeout:  s.cfg.Upstream.ResponseTimeout,
+			ResponseHeaderTimeout:  on(s.cfg.Upstream.ResponseTimeout),
 			MaxResponseHeaderBytes: s.cfg.Upstream.MaxHeaderBytes,
 			DisableCompression:     true,
 			DisableKeepAlives:      pp,
@@ -168,7 +182,9 @@ func (s *Server) newTransport() *transport {
 			},
 			MaxIdlePerHost:         s.cfg.Upstream.IdleConns,
 			IdleTimeout:            s.cfg.Upstream.IdleTimeout,
-			ResponseHeaderTimeout:  s.cfg.Upstream.ResponseTimeout,
+			ResponseHeaderTimeout:  on(s.cfg.Upstream.ResponseTimeout),
+			BodyReadTimeout:        on(s.cfg.Upstream.ReadTimeout),
+			WriteTimeout:           on(s.cfg.Upstream.WriteTimeout),
 			MaxResponseHeaderBytes: s.cfg.Upstream.MaxHeaderBytes,
 		}
 	}
@@ -178,16 +194,42 @@ func (s *Server) newTransport() *transport {
 // RoundTrip implements http.RoundTripper.
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	st := req.Context().Value(ctxKey{}).(*reqState)
-	m := t.s.metrics
 	var base http.RoundTripper = t.pooled
 	if st.policy.ProxyProtocol {
 		base = t.pp
 	} else if t.fast != nil && h1.CanHandle(req) {
 		base = t.fast
 	}
+	// The body idle timeout of net/http.Transport's responses cancels the
+	// round trip's context (edge/h1 sets read deadlines itself).
+	var cancel context.CancelFunc
+	idle := on(t.s.cfg.Upstream.ReadTimeout)
 	if base != t.fast {
 		req = limitInterim(req)
+		if idle > 0 {
+			var ctx context.Context
+			ctx, cancel = context.WithCancel(req.Context())
+			req = req.WithContext(ctx)
+		}
 	}
+	resp, err := t.roundTrip(req, st, base)
+	if cancel != nil {
+		switch {
+		case err != nil:
+			cancel()
+		case resp.StatusCode == http.StatusSwitchingProtocols:
+			// A tunnel: no idle timeout, and it lives until the request ends.
+		default:
+			if b, ok := resp.Body.(*body); ok {
+				b.idle, b.cancel = idle, cancel
+			}
+		}
+	}
+	return resp, err
+}
+
+func (t *transport) roundTrip(req *http.Request, st *reqState, base http.RoundTripper) (*http.Response, error) {
+	m := t.s.metrics
 	var tried []*balance.Upstream
 	var lastErr error
 	idem := isIdempotent(req)
@@ -254,7 +296,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		} else {
 			st.pool.Success(up)
 		}
-		resp.Body = wrapBody(resp.Body, up)
+		resp.Body = t.s.wrapBody(req.Context(), resp.Body, st, up)
 		return resp, nil
 	}
 }
@@ -307,28 +349,111 @@ func (s *Server) failure(st *reqState, up *balance.Upstream) {
 	}
 }
 
-// wrapBody releases the upstream's in-flight slot when the body is closed.
-// Upgraded connections (101) keep their io.ReadWriteCloser body, which the
-// reverse proxy needs for the tunnel.
-func wrapBody(b io.ReadCloser, up *balance.Upstream) io.ReadCloser {
+// wrapBody releases the upstream's in-flight slot when the body is closed,
+// and counts a body that stalls (upstream.read_timeout) against the
+// upstream. Upgraded connections (101) keep their io.ReadWriteCloser body,
+// which the reverse proxy needs for the tunnel.
+func (s *Server) wrapBody(ctx context.Context, b io.ReadCloser, st *reqState, up *balance.Upstream) io.ReadCloser {
 	if rwc, ok := b.(io.ReadWriteCloser); ok {
 		return &rwcBody{ReadWriteCloser: rwc, up: up}
 	}
-	return &body{ReadCloser: b, up: up}
+	return &body{ReadCloser: b, up: up, s: s, st: st, ctx: ctx}
 }
 
 type body struct {
 	io.ReadCloser
 	up   *balance.Upstream
+	s    *Server
+	st   *reqState
+	ctx  context.Context // the round trip's
 	done atomic.Bool
+
+	// net/http.Transport responses: an idle timer cancels the round trip
+	// when one read waits longer than idle.
+	idle     time.Duration
+	cancel   context.CancelFunc
+	timer    *time.Timer
+	timedOut atomic.Bool
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	if b.cancel != nil {
+		if b.timer == nil {
+			b.timer = time.AfterFunc(b.idle, b.stalled)
+		} else {
+			b.timer.Reset(b.idle)
+		}
+	}
+	n, err := b.ReadCloser.Read(p)
+	if b.timer != nil {
+		b.timer.Stop()
+	}
+	if err != nil && err != io.EOF {
+		if b.timedOut.Load() {
+			return n, errUpstreamBodyTimeout
+		}
+		if isTimeoutErr(err) && b.ctx.Err() == nil && b.timedOut.CompareAndSwap(false, true) {
+			b.stalledHealth() // edge/h1's read deadline
+		}
+	}
+	return n, err
+}
+
+var errUpstreamBodyTimeout = errors.New("upstream response body: read timeout")
+
+func (b *body) stalled() {
+	if b.timedOut.CompareAndSwap(false, true) {
+		b.stalledHealth()
+		b.cancel()
+	}
+}
+
+// stalledHealth counts a stalled response body as an upstream failure.
+func (b *body) stalledHealth() {
+	b.s.metrics.upstreamErrs.WithLabelValues(b.st.app, "timeout").Inc()
+	b.s.failure(b.st, b.up)
 }
 
 func (b *body) Close() error {
 	if b.done.CompareAndSwap(false, true) {
 		b.up.Release()
 	}
-	return b.ReadCloser.Close()
+	err := b.ReadCloser.Close()
+	if b.cancel != nil {
+		if b.timer != nil {
+			b.timer.Stop()
+		}
+		b.cancel()
+	}
+	return err
 }
+
+// writeDeadlineConn bounds every write to an upstream
+// (upstream.write_timeout): an upstream that stops reading a request body
+// fails the request instead of holding it forever.
+type writeDeadlineConn struct {
+	net.Conn
+	d time.Duration
+}
+
+func (c *writeDeadlineConn) Write(p []byte) (int, error) {
+	c.Conn.SetWriteDeadline(time.Now().Add(c.d))
+	return c.Conn.Write(p)
+}
+
+// deadlineWriter bounds every write to the client (client.write_timeout).
+type deadlineWriter struct {
+	http.ResponseWriter
+	rc *http.ResponseController
+	d  time.Duration
+}
+
+func (w *deadlineWriter) Write(p []byte) (int, error) {
+	w.rc.SetWriteDeadline(time.Now().Add(w.d))
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *deadlineWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 type rwcBody struct {
 	io.ReadWriteCloser
@@ -380,6 +505,11 @@ func (s *Server) newReverseProxy() *httputil.ReverseProxy {
 		ModifyResponse: func(r *http.Response) error {
 			if st, ok := r.Request.Context().Value(ctxKey{}).(*reqState); ok {
 				st.status = r.StatusCode
+				if r.StatusCode == http.StatusSwitchingProtocols && st.ctl != nil {
+					// A tunnel (WebSocket): idle is normal, no deadlines.
+					st.ctl.SetReadDeadline(time.Time{})
+					st.ctl.SetWriteDeadline(time.Time{})
+				}
 			}
 			return nil
 		},
@@ -486,8 +616,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := &reqState{app: app, pool: pool, client: client, tls: r.TLS != nil}
 	pol := s.policyFor(app)
 	st.policy = pol
+	var ctl *http.ResponseController
+	if d := on(s.cfg.Client.WriteTimeout); d > 0 {
+		ctl = http.NewResponseController(w)
+		ctl.SetWriteDeadline(start.Add(d))
+		w = &deadlineWriter{ResponseWriter: w, rc: ctl, d: d}
+	}
+	st.ctl = ctl
 	if r.Body != nil && r.Body != http.NoBody {
 		st.body = &clientBody{rc: r.Body}
+		if d := on(s.cfg.Client.ReadTimeout); d > 0 {
+			if ctl == nil {
+				ctl = http.NewResponseController(w)
+			}
+			st.body.ctl, st.body.idle = ctl, d
+			st.ctl = ctl
+		}
 		r.Body = st.body
 	}
 	if pol.ProxyProtocol {

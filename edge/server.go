@@ -336,8 +336,8 @@ func (s *Server) drain(cancelSrv context.CancelFunc) {
 func (s *Server) newHTTPServer(lc Listener) *http.Server {
 	hs := &http.Server{
 		Handler:           s,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
+		ReadHeaderTimeout: on(s.cfg.Client.HeaderTimeout),
+		IdleTimeout:       on(s.cfg.Client.IdleTimeout),
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slogErrorLog(s.log),
 		ConnState: func(c net.Conn, st http.ConnState) {

@@ -31,6 +31,11 @@ type Transport struct {
 	IdleTimeout time.Duration
 	// ResponseHeaderTimeout bounds the wait for the response head (0: none).
 	ResponseHeaderTimeout time.Duration
+	// BodyReadTimeout bounds the wait for each read of a response body
+	// (idle, not total; 0: none).
+	BodyReadTimeout time.Duration
+	// WriteTimeout bounds writing a request head (0: none).
+	WriteTimeout time.Duration
 	// MaxResponseHeaderBytes bounds the bytes of the response head,
 	// interim (1xx) responses included (0: DefaultMaxResponseHeaderBytes).
 	MaxResponseHeaderBytes int64
@@ -256,11 +261,19 @@ func (t *Transport) roundTrip(p *pool, c *conn, req *http.Request) (*http.Respon
 		}
 		return err
 	}
+	if t.WriteTimeout > 0 {
+		c.nc.SetWriteDeadline(time.Now().Add(t.WriteTimeout))
+	}
 	if err := writeRequest(c.bw, req); err != nil {
 		return fail(stale(err))
 	}
 	if t.ResponseHeaderTimeout > 0 {
 		c.nc.SetReadDeadline(time.Now().Add(t.ResponseHeaderTimeout))
+	} else if t.BodyReadTimeout > 0 {
+		c.nc.SetReadDeadline(time.Time{}) // a body read's deadline from before
+	}
+	if fired.Load() {
+		c.nc.SetDeadline(aLongTimeAgo) // cancelled while setting deadlines
 	}
 	limit := t.MaxResponseHeaderBytes
 	if limit <= 0 {
@@ -299,7 +312,7 @@ func (t *Transport) roundTrip(p *pool, c *conn, req *http.Request) (*http.Respon
 		c.nc.SetReadDeadline(time.Time{})
 	}
 	b := &body{rc: resp.Body, t: t, p: p, c: c, stop: stop, fired: &fired,
-		reuse: !resp.Close && !req.Close}
+		reuse: !resp.Close && !req.Close, idle: t.BodyReadTimeout}
 	if resp.Body == http.NoBody {
 		b.eof = true
 	}
@@ -392,9 +405,17 @@ type body struct {
 	eof    bool
 	reuse  bool
 	closed bool
+	idle   time.Duration
 }
 
 func (b *body) Read(p []byte) (int, error) {
+	if b.idle > 0 && !b.eof {
+		b.c.nc.SetReadDeadline(time.Now().Add(b.idle))
+		if b.fired.Load() {
+			// The request was cancelled meanwhile: keep its deadline.
+			b.c.nc.SetDeadline(aLongTimeAgo)
+		}
+	}
 	n, err := b.rc.Read(p)
 	if err == io.EOF {
 		b.eof = true

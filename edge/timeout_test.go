@@ -1,0 +1,113 @@
+package edge
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// An upstream that stops in the middle of a body: the read timeout cuts
+// the download (the client sees a truncated body) and counts against the
+// upstream, through edge/h1 (GET) and net/http.Transport (POST).
+func TestUpstreamBodyStallTimesOutAndCounts(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	stall := rawUpstream(t, func(c net.Conn) {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+		<-release
+	})
+	path, url := filePath(t)
+	writePods(t, path, map[string]string{"h.test": "app"}, map[string][]*upstream{"app": {stall}})
+	s := startEdge(t, Config{Source: url, Upstream: Upstream{ReadTimeout: 200 * time.Millisecond}})
+	c := newClient()
+	for i, method := range []string{"GET", "POST"} {
+		var body io.Reader
+		if method == "POST" {
+			body = strings.NewReader("x")
+		}
+		req, _ := http.NewRequest(method, "http://"+s.Addrs()[0].String()+"/", body)
+		req.Host = "h.test"
+		// The head may or may not have reached the client before the
+		// cut; either way the answer must not look complete.
+		resp, err := c.Do(req)
+		if err == nil {
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err == nil {
+				t.Fatalf("%s: a stalled body read to the end: %q", method, b)
+			}
+		}
+		if v := counterValue(s.metrics.upstreamErrs.WithLabelValues("app", "timeout")); v != float64(i+1) {
+			t.Fatalf("%s: edge_upstream_errors_total{kind=timeout} = %v, want %d", method, v, i+1)
+		}
+	}
+}
+
+// A client that stops sending its body is cut after client.read_timeout
+// (499); one that stops reading a download is cut after
+// client.write_timeout, and the upstream connection is released.
+func TestClientStallsTimeOut(t *testing.T) {
+	t.Parallel()
+	var upWriteErr atomic.Bool
+	big := startUpstream(t, "big", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/big" {
+			io.Copy(io.Discard, r.Body)
+			return
+		}
+		chunk := []byte(strings.Repeat("x", 64<<10))
+		for range 1 << 14 { // 1 GiB, never read by the client
+			if _, err := w.Write(chunk); err != nil {
+				upWriteErr.Store(true)
+				return
+			}
+		}
+	})
+	path, url := filePath(t)
+	writePods(t, path, map[string]string{"h.test": "app"}, map[string][]*upstream{"app": {big}})
+	s := startEdge(t, Config{Source: url, Client: Client{ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond}})
+	c, err := net.Dial("tcp", s.Addrs()[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "POST /up HTTP/1.1\r\nHost: h.test\r\nContent-Length: 100\r\n\r\nonly ten b")
+	waitFor(t, 10*time.Second, "a 499 for the stalled upload", func() bool {
+		return counterValue(s.metrics.requests.WithLabelValues("app", "499")) == 1
+	})
+	d, err := net.Dial("tcp", s.Addrs()[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	io.WriteString(d, "GET /big HTTP/1.1\r\nHost: h.test\r\n\r\n")
+	waitFor(t, 20*time.Second, "the upstream's download cut", upWriteErr.Load)
+}
+
+// The header and idle timeouts of client connections come from the
+// configuration; response_timeout has a default, and a negative value
+// turns a timeout off.
+func TestTimeoutDefaultsAndConfig(t *testing.T) {
+	var c Config
+	c.SetDefaults()
+	if c.Upstream.ResponseTimeout != 60*time.Second || c.Upstream.ReadTimeout != 60*time.Second ||
+		c.Client.HeaderTimeout != 10*time.Second || c.Client.IdleTimeout != 120*time.Second {
+		t.Fatalf("defaults: %+v %+v", c.Upstream, c.Client)
+	}
+	s, err := New(Config{Source: "file:///nonexistent.yaml", Node: "n", Listen: []Listener{{Addr: "[::1]:0"}},
+		Client: Client{HeaderTimeout: 3 * time.Second, IdleTimeout: -1}, Upstream: Upstream{ResponseTimeout: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := s.newHTTPServer(Listener{})
+	if hs.ReadHeaderTimeout != 3*time.Second || hs.IdleTimeout != 0 {
+		t.Fatalf("http.Server: header %v idle %v", hs.ReadHeaderTimeout, hs.IdleTimeout)
+	}
+	if s.transport.pooled.ResponseHeaderTimeout != 0 || s.transport.fast.ResponseHeaderTimeout != 0 {
+		t.Fatal("response_timeout -1 did not turn the timeout off")
+	}
+}
