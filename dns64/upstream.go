@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math/bits"
 	"net"
 	"strings"
 	"sync"
@@ -29,16 +30,24 @@ func sameQuestion(a, b dns.Question) bool {
 var errNoAnswer = errors.New("dns64: no upstream answered")
 
 // upstream is one resolver and its health, judged only by the outcome of
-// the queries clients cause: consecutive failures past the threshold put it
-// in backoff, which doubles with each further failure; one success clears it.
+// the queries clients cause. Timeouts and network errors count as
+// failures: consecutive ones past the threshold put it in backoff, which
+// doubles with each further failure; one success clears it. A SERVFAIL or
+// REFUSED answer says little about the upstream (one broken domain gets
+// SERVFAIL from every resolver): it counts against the upstream only when
+// another upstream then answered the same question, and only when such
+// answers are widespread: more than half of the last rcodeWindow answers,
+// with at least rcodeMinSamples answers seen.
 type upstream struct {
 	addr string
 
 	mu       sync.Mutex
-	fails    int       // consecutive failures
+	fails    int       // consecutive failures (timeouts, network errors)
 	until    time.Time // avoided until then
 	score    float64   // EWMA of outcomes, 1 = all good
 	backoffs int
+	recent   uint64 // the last answers, one bit each, 1 = SERVFAIL/REFUSED
+	nRecent  int    // answers in recent, at most rcodeWindow
 
 	requests map[string]prometheus.Counter
 	duration prometheus.Observer
@@ -59,6 +68,12 @@ type pool struct {
 	now        func() time.Time
 	log        *slog.Logger
 }
+
+// The window of answers in which SERVFAIL and REFUSED are judged.
+const (
+	rcodeWindow     = 32
+	rcodeMinSamples = 10
+)
 
 var outcomes = []string{"ok", "servfail", "refused", "timeout", "error", "truncated"}
 
@@ -119,7 +134,8 @@ func (p *pool) pick(tried uint64, now time.Time) (int, *upstream) {
 // than SERVFAIL or REFUSED, at most attempts times. When all fail but some
 // answered, the last answer is returned so its rcode reaches the client.
 func (p *pool) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
-	var tried uint64
+	var tried, answered uint64
+	var rcoded []*upstream // answered SERVFAIL or REFUSED
 	var last *dns.Msg
 	lastErr := errNoAnswer
 	for range p.attempts {
@@ -131,21 +147,39 @@ func (p *pool) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
 		resp, outcome, err := p.exchangeOne(ctx, u, q)
 		u.requests[outcome].Inc()
 		if outcome == "ok" {
-			u.result(true, p)
+			u.result(resultOK, p)
+			for _, r := range rcoded {
+				if r != u {
+					r.result(resultBlamed, p) // u answered what r would not
+				}
+			}
 			return resp, nil
 		}
 		if ctx.Err() != nil && outcome == "timeout" {
 			// Our own deadline, not the upstream's fault.
 			break
 		}
-		u.result(false, p)
 		p.log.Debug("upstream failed", "upstream", u.addr, "outcome", outcome, "qname", q.Question[0].Name, "err", err)
 		if resp != nil {
+			rcoded = append(rcoded, u)
 			last = resp
+			answered |= 1 << i
+			if answered == 1<<len(p.ups)-1 {
+				// Every upstream answered SERVFAIL or REFUSED: asking
+				// again would only repeat that.
+				break
+			}
+		} else {
+			u.result(resultFailed, p)
 		}
 		if err != nil {
 			lastErr = err
 		}
+	}
+	// No upstream did better: the SERVFAIL or REFUSED was the name's
+	// (a broken domain), not the upstreams' fault.
+	for _, r := range rcoded {
+		r.result(resultNeutral, p)
 	}
 	if last != nil {
 		return last, nil
@@ -186,33 +220,61 @@ func (p *pool) exchangeOne(ctx context.Context, u *upstream, q *dns.Msg) (*dns.M
 	return resp, "ok", nil
 }
 
+type result int
+
+const (
+	resultOK      result = iota // an answer with a usable rcode
+	resultNeutral               // SERVFAIL or REFUSED, and no upstream did better
+	resultBlamed                // SERVFAIL or REFUSED, another upstream answered
+	resultFailed                // timeout or network error
+)
+
 // result records one outcome.
-func (u *upstream) result(ok bool, p *pool) {
+func (u *upstream) result(r result, p *pool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	const alpha = 0.2
-	if ok {
+	if r == resultOK || r == resultNeutral {
 		u.score += alpha * (1 - u.score)
-		if u.fails >= p.threshold {
-			p.log.Info("upstream recovered", "upstream", u.addr)
-		}
-		u.fails, u.backoffs, u.until = 0, 0, time.Time{}
-		u.healthy.Set(1)
 	} else {
 		u.score -= alpha * u.score
-		u.fails++
-		if u.fails >= p.threshold {
-			d := p.backoff << min(u.backoffs, 20)
-			if d > p.backoffMax || d <= 0 {
-				d = p.backoffMax
-			}
-			u.backoffs++
-			u.until = p.now().Add(d)
-			u.healthy.Set(0)
-			if u.backoffs == 1 {
-				p.log.Warn("upstream backing off", "upstream", u.addr, "failures", u.fails, "backoff", d)
-			}
-		}
 	}
 	u.scoreG.Set(u.score)
+	failed := r == resultFailed
+	if r != resultFailed {
+		u.fails = 0 // it answers
+		u.recent <<= 1
+		if r == resultBlamed {
+			u.recent |= 1
+		}
+		u.nRecent = min(u.nRecent+1, rcodeWindow)
+		u.recent &= 1<<rcodeWindow - 1
+		bad := bits.OnesCount64(u.recent)
+		failed = r == resultBlamed && u.nRecent >= rcodeMinSamples && 2*bad > u.nRecent
+	}
+	switch {
+	case r == resultOK && u.backoffs > 0:
+		p.log.Info("upstream recovered", "upstream", u.addr)
+		u.backoffs, u.until = 0, time.Time{}
+		u.recent, u.nRecent = 0, 0
+		u.healthy.Set(1)
+	case failed:
+		if r == resultFailed {
+			u.fails++
+			if u.fails < p.threshold {
+				return
+			}
+		}
+		d := p.backoff << min(u.backoffs, 20)
+		if d > p.backoffMax || d <= 0 {
+			d = p.backoffMax
+		}
+		u.backoffs++
+		u.until = p.now().Add(d)
+		u.healthy.Set(0)
+		if u.backoffs == 1 {
+			p.log.Warn("upstream backing off", "upstream", u.addr, "failures", u.fails,
+				"servfail_refused", bits.OnesCount64(u.recent), "of", u.nRecent, "backoff", d)
+		}
+	}
 }

@@ -158,6 +158,56 @@ func TestAllUpstreamsFail(t *testing.T) {
 	}
 }
 
+// One domain whose servers are broken gets SERVFAIL from every resolver:
+// that must not take the upstream out for every other name. Each such
+// query still tries the next upstream, once, and stops when all answered
+// SERVFAIL.
+func TestOneBrokenNameKeepsUpstream(t *testing.T) {
+	t.Parallel()
+	first := startUpstream(t)
+	second := startUpstream(t)
+	s := startServer(t, noCache(testConfig(first.addr, second.addr)))
+	for i := range 3 * rcodeMinSamples {
+		if m := ask(t, s.Addr(), "servfail.test.", dns.TypeA, qopt{}); m.Rcode != dns.RcodeServerFailure {
+			t.Fatalf("query %d: rcode %s", i, dns.RcodeToString[m.Rcode])
+		}
+		ask(t, s.Addr(), "v4only.test.", dns.TypeA, qopt{})
+	}
+	if n := first.count("servfail.test.", dns.TypeA); n != 3*rcodeMinSamples {
+		t.Errorf("first upstream asked %d times for the broken name, want once per query", n)
+	}
+	if n := second.count("servfail.test.", dns.TypeA); n != 3*rcodeMinSamples {
+		t.Errorf("second upstream asked %d times for the broken name, want once per query", n)
+	}
+	if n := second.count("v4only.test.", dns.TypeA); n != 0 {
+		t.Errorf("healthy name went to the second upstream %d times: the first was taken out", n)
+	}
+	if v := testCounter(t, s, "dns64_upstream_healthy", "upstream="+first.addr); v != 1 {
+		t.Errorf("first healthy=%v", v)
+	}
+}
+
+// An upstream that answers SERVFAIL to most names (its own upstream is
+// gone) backs off once enough answers say so.
+func TestWidespreadSERVFAILBacksOff(t *testing.T) {
+	t.Parallel()
+	bad := startUpstream(t)
+	bad.mode.Store("servfail")
+	good := startUpstream(t)
+	s := startServer(t, noCache(testConfig(bad.addr, good.addr)))
+	for i := range 2 * rcodeMinSamples {
+		if got := aaaas(ask(t, s.Addr(), "v4only.test.", dns.TypeAAAA, qopt{})); len(got) != 1 {
+			t.Fatalf("query %d: AAAA %v", i, got)
+		}
+	}
+	if v := testCounter(t, s, "dns64_upstream_healthy", "upstream="+bad.addr); v != 0 {
+		t.Errorf("bad healthy=%v", v)
+	}
+	if n := bad.total.Load(); n != rcodeMinSamples {
+		t.Errorf("bad upstream asked %d times, want %d (then backoff)", n, rcodeMinSamples)
+	}
+}
+
 // A recovered upstream is used again once its backoff ends, and one
 // success clears its failures.
 func TestUpstreamRecovers(t *testing.T) {
@@ -170,7 +220,7 @@ func TestUpstreamRecovers(t *testing.T) {
 	s := startServer(t, cfg, WithClock(clk.Now))
 
 	first.mode.Store("servfail")
-	for range 3 {
+	for range rcodeMinSamples {
 		ask(t, s.Addr(), "v4only.test.", dns.TypeA, qopt{})
 	}
 	if v := testCounter(t, s, "dns64_upstream_healthy", "upstream="+first.addr); v != 0 {
