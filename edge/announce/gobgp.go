@@ -152,6 +152,13 @@ func (s *Speaker) buildPath(spec prefixSpec, gshut bool) (*api.Path, error) {
 	if spec.med != nil {
 		attrs = append(attrs, &api.MultiExitDiscAttribute{Med: *spec.med})
 	}
+	if gshut {
+		// RFC 8326 section 4: towards iBGP peers the speaker lowers
+		// LOCAL_PREF itself (their policy may not match 65535:0). GoBGP
+		// strips LOCAL_PREF towards eBGP peers, which get the community
+		// only.
+		attrs = append(attrs, &api.LocalPrefAttribute{LocalPref: 0})
+	}
 	pattrs := make([]*anypb.Any, 0, len(attrs))
 	for _, a := range attrs {
 		x, err := anypb.New(a)

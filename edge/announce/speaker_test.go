@@ -714,3 +714,36 @@ func gauge(t *testing.T, s *Speaker, name, label string) float64 {
 	}
 	return -1
 }
+
+// RFC 8326 section 4: towards an iBGP peer the graceful-shutdown routes
+// also carry LOCAL_PREF 0 (the ToR's policy may ignore 65535:0); before,
+// they carry the default 100.
+func TestIBGPGracefulShutdownLowersLocalPref(t *testing.T) {
+	t.Parallel()
+	torAddr, edgeAddr := loopPair()
+	tor := testsvc.StartGoBGPD(t, testsvc.BGPPeerConfig{LocalAddr: torAddr, ASN: edgeASN, HoldTime: 3,
+		Neighbors: []testsvc.BGPNeighbor{{Addr: edgeAddr, ASN: edgeASN, Passive: true}}})
+	cfg := baseConfig(torAddr, tor.Port(), edgeAddr)
+	cfg.Peers[0].ASN = edgeASN
+	cfg.GracefulShutdownWait = time.Second
+	s := run(t, cfg)
+	tor.WaitEstablished(t, edgeAddr, 15*time.Second)
+	m := waitFor(t, tor, 10*time.Second, "all routes", allThere)
+	if r := m[netip.MustParsePrefix(vip4)]; r.LocalPref != 100 || gshut(r) {
+		t.Errorf("before shutdown: %s local-pref %d, want 100 without 65535:0", r, r.LocalPref)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Shutdown(context.Background()) }()
+	waitFor(t, tor, 2*time.Second, "65535:0 with LOCAL_PREF 0", func(m map[netip.Prefix]testsvc.Route) bool {
+		for _, p := range []string{vip4, vip6, node} {
+			if r, ok := m[netip.MustParsePrefix(p)]; !ok || !gshut(r) || r.LocalPref != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tor, 2*time.Second, "withdrawn", func(m map[netip.Prefix]testsvc.Route) bool { return len(m) == 0 })
+}
