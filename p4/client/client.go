@@ -117,6 +117,15 @@ func (c *Client) Primary() bool {
 	return c.primary
 }
 
+// Changed returns a channel closed at the next arbitration update from
+// the device (this client made primary, or demoted to backup). Take it
+// before checking Primary so no update is missed.
+func (c *Client) Changed() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.changed
+}
+
 // WaitPrimary waits until this client is primary.
 func (c *Client) WaitPrimary(ctx context.Context) error {
 	for {

@@ -1,9 +1,15 @@
 package controller
 
 import (
+	"context"
 	"os"
 	"testing"
 	"time"
+
+	p4v1 "github.com/p4lang/p4runtime/go/p4/v1"
+
+	"github.com/v6pod/v6pod/p4"
+	"github.com/v6pod/v6pod/p4/client"
 )
 
 // TestBackupTakesOver: two controllers on one device; the higher election
@@ -35,4 +41,44 @@ func TestBackupTakesOver(t *testing.T) {
 		t.Fatalf("takeover rewrote the device: %+v", st)
 	}
 	backup.stop()
+}
+
+// TestDemotedReadsBack: a controller demoted by a higher election ID stops
+// acting as primary at once (gauges drop), and once primary again it reads
+// the device back instead of trusting what it wrote before: the entries
+// the other primary changed meanwhile are repaired.
+func TestDemotedReadsBack(t *testing.T) {
+	t.Parallel()
+	s, dev := startSim(t)
+	ctrl := runController(t, noPeers(t, dev))
+	waitFor(t, "sync", 20*time.Second, func() bool { return ctrl.c.Status().Syncs > 0 })
+	eips := s.Entries(p4.TableEIPToVIP)
+	if len(eips) != 1 {
+		t.Fatalf("eip entries %d", len(eips))
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	other, err := client.Dial(ctx, dev, 1, 0, 1000) // outranks the controller's 100
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := other.WaitPrimary(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the controller to see it is backup", 20*time.Second, func() bool {
+		return !ctrl.c.Status().Connected && metric(t, ctrl.c.Registry(), "p4access_device_primary") == 0
+	})
+	if err := other.Write(ctx, []*p4v1.Update{
+		tableUpdate(p4v1.Update_DELETE, &p4v1.TableEntry{TableId: p4.TableEIPToVIP, Match: eips[0].Match}),
+		tableUpdate(p4v1.Update_INSERT, slotEntry(9, 0, &target{mac: [6]byte{1}, port: 1})),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	other.Close()
+	waitFor(t, "the controller to repair the device", 20*time.Second, func() bool {
+		return len(s.Entries(p4.TableEIPToVIP)) == 1 && len(s.Entries(p4.TableMaglev)) == 0 && ctrl.c.Status().Connected
+	})
+	ctrl.stop()
 }

@@ -410,6 +410,15 @@ func (c *Controller) session(ctx context.Context, healthy func()) error {
 	resync := time.NewTicker(c.cfg.Device.Resync)
 	defer resync.Stop()
 	for {
+		// A client demoted to backup (a controller with a higher election
+		// ID arrived) must not write, and what it knows of the device is
+		// stale from then on: another primary may rewrite it. End the
+		// session; the next one waits as backup and reads back once
+		// primary again.
+		arb := cl.Changed()
+		if !cl.Primary() {
+			return errors.New("demoted to backup: another controller is primary")
+		}
 		if err := c.sync(ctx, cl, installed); err != nil {
 			return err
 		}
@@ -419,6 +428,7 @@ func (c *Controller) session(ctx context.Context, healthy func()) error {
 			return ctx.Err()
 		case <-cl.Done():
 			return fmt.Errorf("stream: %w", cl.Err())
+		case <-arb:
 		case <-c.kick:
 		case <-resync.C:
 		}
