@@ -51,6 +51,7 @@ type entry struct {
 	key     string
 	wire    []byte   // always with an OPT record, last (optOff)
 	optOff  int      // start of the OPT record; -1 when none
+	xrcode  bool     // the rcode has bits in the OPT record (> 15)
 	qEnd    int      // end of the question name (offset 12 + its length)
 	ttlOffs []uint16 // offsets of every TTL field (OPT excluded)
 	ttls    []uint32 // the TTLs when stored

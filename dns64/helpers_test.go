@@ -48,6 +48,7 @@ big       300 IN A 1.2.3.15
 // serving testZone, with a few misbehaving names:
 //   - servfail-aaaa.test answers SERVFAIL to AAAA queries only;
 //   - servfail.test and refused.test answer SERVFAIL / REFUSED to all;
+//   - xrcode.test answers the extended rcode 24, badcookie.test BADCOOKIE;
 //   - big.test has 60 AAAA records: over UDP it always answers truncated,
 //     so the full answer needs TCP.
 //
@@ -184,6 +185,14 @@ func (u *testUpstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		return
 	case name == "refused.test.":
 		m.Rcode = dns.RcodeRefused
+		w.WriteMsg(m)
+		return
+	case name == "xrcode.test." && opt != nil:
+		m.Rcode = 24 // an extended rcode not about the hop (none is assigned yet)
+		w.WriteMsg(m)
+		return
+	case name == "badcookie.test." && opt != nil:
+		m.Rcode = dns.RcodeBadCookie
 		w.WriteMsg(m)
 		return
 	case name == "big.test." && !tcp:

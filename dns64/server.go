@@ -449,7 +449,8 @@ func (s *Server) makeEntry(key string, q dns.Question, a *answer, do, cd bool, n
 	if err := new(dns.Msg).Unpack(wire); err != nil {
 		return nil, err
 	}
-	e := &entry{key: key, wire: wire, optOff: optOff, qEnd: qEnd, ttlOffs: offs, stored: now}
+	e := &entry{key: key, wire: wire, optOff: optOff, qEnd: qEnd, ttlOffs: offs, stored: now,
+		xrcode: a.rcode > 0xF}
 	minTTL := uint32(s.cfg.Cache.MaxTTL / time.Second)
 	e.ttls = make([]uint32, len(offs))
 	for i, off := range offs {
@@ -477,6 +478,11 @@ func newOPT(size int, do bool) *dns.OPT {
 // the request, TTLs aged, OPT removed for clients without EDNS, and
 // truncated when it does not fit the client's UDP size.
 func (s *Server) writeEntry(w dns.ResponseWriter, r *dns.Msg, e *entry, now time.Time, edns bool, maxSize int) {
+	if e.xrcode && !edns {
+		// An extended rcode cannot be told without OPT.
+		s.writeError(w, r, dns.RcodeServerFailure, nil)
+		return
+	}
 	n := len(e.wire)
 	if !edns && e.optOff >= 0 {
 		n = e.optOff
@@ -493,6 +499,9 @@ func (s *Server) writeEntry(w dns.ResponseWriter, r *dns.Msg, e *entry, now time
 		binary.BigEndian.PutUint16(buf[10:], binary.BigEndian.Uint16(buf[10:])-1)
 	}
 	rcode := int(buf[3] & 0xF)
+	if e.xrcode {
+		rcode |= int(e.wire[e.optOff+5]) << 4 // OPT: root name, type, class, TTL = extended rcode
+	}
 	slow := len(buf) > maxSize
 	if end, err := dns.PackDomainName(r.Question[0].Name, buf, 12, nil, false); err != nil || end != e.qEnd {
 		// Cannot happen for names equal but for case; restore and let

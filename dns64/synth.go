@@ -78,9 +78,10 @@ type answer struct {
 }
 
 func fromUpstream(m *dns.Msg) *answer {
-	if m.Rcode > 0xF {
-		// An extended rcode (BADCOOKIE, ...) concerns our exchange with
-		// the upstream, not the client's.
+	if hopRcode(m.Rcode) {
+		// BADVERS, the TSIG errors and BADCOOKIE concern our exchange
+		// with the upstream, not the client's: told to a client that
+		// sent no cookie, or EDNS version 0, they would mislead it.
 		return servfail
 	}
 	a := &answer{rcode: m.Rcode, ad: m.AuthenticatedData, an: m.Answer, ns: m.Ns}
@@ -90,6 +91,13 @@ func fromUpstream(m *dns.Msg) *answer {
 		}
 	}
 	return a
+}
+
+// hopRcode reports whether an extended rcode is about one hop (RFC 6891
+// BADVERS, RFC 8945 TSIG errors, RFC 7873 BADCOOKIE) rather than about the
+// question; other extended rcodes are passed through to EDNS clients.
+func hopRcode(rcode int) bool {
+	return rcode >= dns.RcodeBadVers && rcode <= dns.RcodeBadCookie
 }
 
 var servfail = &answer{rcode: dns.RcodeServerFailure}

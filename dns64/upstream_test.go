@@ -354,3 +354,34 @@ func TestPoolPick(t *testing.T) {
 		t.Errorf("all tried: picked %d, want to start over", i)
 	}
 }
+
+// Extended rcodes about the question reach EDNS clients as they are (and
+// SERVFAIL for clients without EDNS, who cannot be told them); those about
+// the hop to the upstream (BADCOOKIE, BADVERS, TSIG) become SERVFAIL.
+func TestExtendedRcodes(t *testing.T) {
+	t.Parallel()
+	up := startUpstream(t)
+	s := startServer(t, testConfig(up.addr))
+	for _, tc := range []struct {
+		name  string
+		qtype uint16
+		o     qopt
+		rcode int
+	}{
+		{"xrcode.test.", dns.TypeA, qopt{}, 24},
+		{"xrcode.test.", dns.TypeTXT, qopt{tcp: true}, 24},
+		{"xrcode.test.", dns.TypeAAAA, qopt{}, 24}, // 5.1.6: the A query's rcode
+		{"xrcode.test.", dns.TypeA, qopt{noEDNS: true}, dns.RcodeServerFailure},
+		{"badcookie.test.", dns.TypeA, qopt{}, dns.RcodeServerFailure},
+		{"badcookie.test.", dns.TypeAAAA, qopt{}, dns.RcodeServerFailure},
+	} {
+		m := ask(t, s.Addr(), tc.name, tc.qtype, tc.o)
+		if m.Rcode != tc.rcode {
+			t.Errorf("%s %s %+v: rcode %d (%s), want %d", tc.name, dns.TypeToString[tc.qtype], tc.o,
+				m.Rcode, dns.RcodeToString[m.Rcode], tc.rcode)
+		}
+	}
+	if v := testCounter(t, s, "dns64_responses_total", "rcode=other"); v != 3 {
+		t.Errorf("responses counted with rcode 24: %v", v)
+	}
+}
