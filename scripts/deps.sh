@@ -54,7 +54,11 @@ install_packages() {
 }
 
 build_consul() {
-  if [ -x "$CONSUL_BIN" ] && "$CONSUL_BIN" version 2>/dev/null | grep -q "v$CONSUL_VERSION"; then
+  # Read the whole output first: `consul version | grep -q` under pipefail
+  # fails whenever grep exits before consul has written everything.
+  local have=""
+  [ -x "$CONSUL_BIN" ] && have=$("$CONSUL_BIN" version 2>/dev/null || true)
+  if [[ $have == *"Consul v$CONSUL_VERSION"* ]]; then
     say "consul: cached at $CONSUL_BIN"
     return
   fi
