@@ -195,3 +195,43 @@ func TestCacheKeyCaseAndEscapes(t *testing.T) {
 		t.Error("DO not part of the key")
 	}
 }
+
+// A negative answer lives as long as min(SOA TTL, SOA MINIMUM) (RFC 2308
+// section 5), in our cache and the client's, even when the upstream (an
+// authoritative server) sends the SOA with the zone's TTL: the test zone's
+// SOA has TTL 3600 and MINIMUM 900.
+func TestNegativeTTLFromSOAMinimum(t *testing.T) {
+	t.Parallel()
+	up := startUpstream(t)
+	clk := &fakeClock{now: time.Unix(1_800_000_000, 0)}
+	s := startServer(t, testConfig(up.addr), WithClock(clk.Now))
+	for _, tc := range []struct {
+		name  string
+		qtype uint16
+		rcode int
+	}{
+		{"nodata.test.", dns.TypeA, dns.RcodeSuccess},
+		{"nodata.test.", dns.TypeAAAA, dns.RcodeSuccess},
+		{"nxdomain.test.", dns.TypeAAAA, dns.RcodeNameError},
+		{"nxdomain.test.", dns.TypeMX, dns.RcodeNameError},
+	} {
+		m := ask(t, s.Addr(), tc.name, tc.qtype, qopt{})
+		if m.Rcode != tc.rcode || len(m.Ns) != 1 {
+			t.Fatalf("%s %s: %v", tc.name, dns.TypeToString[tc.qtype], m)
+		}
+		if ttl := m.Ns[0].Header().Ttl; ttl != 900 {
+			t.Errorf("%s %s: SOA TTL %d, want 900", tc.name, dns.TypeToString[tc.qtype], ttl)
+		}
+	}
+	before := up.count("nodata.test.", dns.TypeA)
+	clk.Add(899 * time.Second)
+	ask(t, s.Addr(), "nodata.test.", dns.TypeA, qopt{})
+	if up.count("nodata.test.", dns.TypeA) != before {
+		t.Fatal("asked upstream again within the negative TTL")
+	}
+	clk.Add(2 * time.Second)
+	ask(t, s.Addr(), "nodata.test.", dns.TypeA, qopt{})
+	if up.count("nodata.test.", dns.TypeA) != before+1 {
+		t.Error("negative answer cached beyond min(SOA TTL, MINIMUM)")
+	}
+}

@@ -424,6 +424,10 @@ func (s *Server) coalesce(key string, fn func() (*entry, error)) (*entry, error)
 // makeEntry packs the canonical answer: response header with RA, the
 // question, the sections, and an OPT record (payload size, DO) last.
 func (s *Server) makeEntry(key string, q dns.Question, a *answer, do, cd bool, now time.Time) (*entry, error) {
+	ns := a.ns
+	if a.rcode == dns.RcodeSuccess || a.rcode == dns.RcodeNameError {
+		ns = negativeSOA(ns)
+	}
 	m := &dns.Msg{
 		MsgHdr: dns.MsgHdr{
 			Response: true, Opcode: dns.OpcodeQuery, RecursionAvailable: true,
@@ -432,7 +436,7 @@ func (s *Server) makeEntry(key string, q dns.Question, a *answer, do, cd bool, n
 		Compress: true,
 		Question: []dns.Question{q},
 		Answer:   a.an,
-		Ns:       a.ns,
+		Ns:       ns,
 		Extra:    append(a.extra[:len(a.extra):len(a.extra)], newOPT(s.cfg.UDPSize, do)),
 	}
 	wire, err := m.Pack()
@@ -463,6 +467,27 @@ func (s *Server) makeEntry(key string, q dns.Question, a *answer, do, cd bool, n
 	e.expires = now.Add(time.Duration(minTTL) * time.Second)
 	e.cost = int64(len(wire)+len(key)+6*len(offs)) + 160
 	return e, nil
+}
+
+// negativeSOA caps the TTL of an SOA in the authority section of a negative
+// answer (NXDOMAIN or NODATA) by its MINIMUM field, as RFC 2308
+// section 3 and 5 say: that is how long the negative answer lives, here
+// and in the client's cache. An authoritative upstream sends the SOA with
+// its zone TTL. The records are copied, never changed in place.
+func negativeSOA(ns []dns.RR) []dns.RR {
+	for i, rr := range ns {
+		soa, ok := rr.(*dns.SOA)
+		if !ok || soa.Hdr.Ttl <= soa.Minttl {
+			continue
+		}
+		out := make([]dns.RR, len(ns))
+		copy(out, ns)
+		c := *soa
+		c.Hdr.Ttl = soa.Minttl
+		out[i] = &c
+		ns = out
+	}
+	return ns
 }
 
 func newOPT(size int, do bool) *dns.OPT {
