@@ -19,6 +19,7 @@ type metrics struct {
 	ejections    *prometheus.CounterVec // app
 	retries      *prometheus.CounterVec // app
 	upstreamErrs *prometheus.CounterVec // app, kind
+	aborted      *prometheus.CounterVec // app, by
 	activeConns  prometheus.Gauge
 	listenerUp   *prometheus.GaugeVec // addr
 	certLoads    *prometheus.CounterVec
@@ -42,8 +43,11 @@ func newMetrics() *metrics {
 			Name: "edge_retries_total", Help: "Idempotent requests retried on another upstream after a connect failure, by app.",
 		}, []string{"app"}),
 		upstreamErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edge_upstream_errors_total", Help: "Failed upstream attempts, by app and kind (connect, other, timeout: a response body that stalled).",
+			Name: "edge_upstream_errors_total", Help: "Failed upstream attempts, by app and kind (connect, other, timeout: a response body that stalled, body: a response body cut).",
 		}, []string{"app", "kind"}),
+		aborted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_requests_aborted_total", Help: "Requests whose answer was cut after its head was sent, by app and by whom (upstream: its body broke or stalled; client: it went away or stopped reading).",
+		}, []string{"app", "by"}),
 		activeConns: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "edge_active_connections", Help: "Client connections open now (hijacked ones, e.g. WebSocket, leave this count).",
 		}),
@@ -57,7 +61,7 @@ func newMetrics() *metrics {
 			Name: "edge_access_log_sampled_out_total", Help: "Requests not written to the access log because of sampling.",
 		}),
 	}
-	m.reg.MustRegister(m.requests, m.upstreamTime, m.ejections, m.retries, m.upstreamErrs, m.activeConns,
+	m.reg.MustRegister(m.requests, m.upstreamTime, m.ejections, m.retries, m.upstreamErrs, m.aborted, m.activeConns,
 		m.listenerUp, m.certLoads, m.accessDrop,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

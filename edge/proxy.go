@@ -36,6 +36,9 @@ type reqState struct {
 	retries  int
 	body     *clientBody              // the client's request body, when it has one
 	ctl      *http.ResponseController // when client timeouts set deadlines
+	// upstreamBroke is set when the upstream's response body failed
+	// (stalled, cut): an abort is then the upstream's doing.
+	upstreamBroke atomic.Bool
 }
 
 // clientBody wraps the client's request body and keeps its first read
@@ -374,6 +377,7 @@ type body struct {
 	cancel   context.CancelFunc
 	timer    *time.Timer
 	timedOut atomic.Bool
+	broke    bool // a body error was counted
 }
 
 func (b *body) Read(p []byte) (int, error) {
@@ -392,8 +396,18 @@ func (b *body) Read(p []byte) (int, error) {
 		if b.timedOut.Load() {
 			return n, errUpstreamBodyTimeout
 		}
-		if isTimeoutErr(err) && b.ctx.Err() == nil && b.timedOut.CompareAndSwap(false, true) {
-			b.stalledHealth() // edge/h1's read deadline
+		if b.ctx.Err() == nil {
+			b.st.upstreamBroke.Store(true)
+			if isTimeoutErr(err) {
+				if b.timedOut.CompareAndSwap(false, true) {
+					b.stalledHealth() // edge/h1's read deadline
+				}
+			} else if !b.broke {
+				// The upstream died in the middle of the body.
+				b.broke = true
+				b.s.metrics.upstreamErrs.WithLabelValues(b.st.app, "body").Inc()
+				b.s.failure(b.st, b.up)
+			}
 		}
 	}
 	return n, err
@@ -403,6 +417,7 @@ var errUpstreamBodyTimeout = errors.New("upstream response body: read timeout")
 
 func (b *body) stalled() {
 	if b.timedOut.CompareAndSwap(false, true) {
+		b.st.upstreamBroke.Store(true)
 		b.stalledHealth()
 		b.cancel()
 	}
@@ -598,18 +613,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// The edge is a reverse proxy, not a forward one (and extended
 		// CONNECT of RFC 8441 is not offered).
 		http.Error(w, "CONNECT is not served here", http.StatusMethodNotAllowed)
-		s.done(r, "", http.StatusMethodNotAllowed, nil, start, 0)
+		s.done(r, "", http.StatusMethodNotAllowed, nil, start, 0, "")
 		return
 	}
 	app, pool, ok := s.table.Lookup(r.Host)
 	if !ok {
 		s.unknownHost(w, r)
-		s.done(r, "", s.cfg.UnknownHost.Status, nil, start, 0)
+		s.done(r, "", s.cfg.UnknownHost.Status, nil, start, 0, "")
 		return
 	}
 	if pool == nil || pool.Len() == 0 {
 		http.Error(w, "no upstream for this app", http.StatusServiceUnavailable)
-		s.done(r, app, http.StatusServiceUnavailable, nil, start, 0)
+		s.done(r, app, http.StatusServiceUnavailable, nil, start, 0, "")
 		return
 	}
 	client, _ := netip.ParseAddrPort(r.RemoteAddr)
@@ -639,8 +654,27 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			st.local, _ = netip.ParseAddrPort(la.String())
 		}
 	}
+	// ReverseProxy panics with http.ErrAbortHandler when a body breaks
+	// after the head was sent (the upstream died or stalled mid-body, the
+	// client went away): count and log the request, then let net/http
+	// abort the connection.
+	defer func() {
+		if p := recover(); p != nil {
+			by := "client"
+			if st.upstreamBroke.Load() {
+				by = "upstream"
+			}
+			code := st.status
+			if code == 0 {
+				code = http.StatusBadGateway
+			}
+			s.metrics.aborted.WithLabelValues(app, by).Inc()
+			s.done(r, app, code, st.upstream, start, st.retries, by)
+			panic(p)
+		}
+	}()
 	s.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
-	s.done(r, app, st.status, st.upstream, start, st.retries)
+	s.done(r, app, st.status, st.upstream, start, st.retries, "")
 }
 
 func (s *Server) policyFor(app string) *App {
@@ -676,7 +710,7 @@ func codeString(code int) string {
 }
 
 // done counts and logs a finished request.
-func (s *Server) done(r *http.Request, app string, code int, up *balance.Upstream, start time.Time, retries int) {
+func (s *Server) done(r *http.Request, app string, code int, up *balance.Upstream, start time.Time, retries int, aborted string) {
 	s.metrics.requests.WithLabelValues(app, codeString(code)).Inc()
 	if !s.cfg.AccessLog.Enabled {
 		return
@@ -701,6 +735,9 @@ func (s *Server) done(r *http.Request, app string, code int, up *balance.Upstrea
 	}
 	if retries > 0 {
 		attrs = append(attrs, slog.Int("retries", retries))
+	}
+	if aborted != "" {
+		attrs = append(attrs, slog.String("aborted", aborted))
 	}
 	if sampled > 1 {
 		attrs = append(attrs, slog.Int("sampled", sampled))

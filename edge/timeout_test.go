@@ -111,3 +111,62 @@ func TestTimeoutDefaultsAndConfig(t *testing.T) {
 		t.Fatal("response_timeout -1 did not turn the timeout off")
 	}
 }
+
+// Answers cut after their head was sent are counted and logged: by the
+// upstream (it died mid-body) and by the client (it left mid-download).
+func TestAbortedRequestsAreRecorded(t *testing.T) {
+	t.Parallel()
+	cut := rawUpstream(t, func(c net.Conn) {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"+strings.Repeat("y", 40000))
+	})
+	big := startUpstream(t, "big", func(w http.ResponseWriter, r *http.Request) {
+		chunk := []byte(strings.Repeat("x", 64<<10))
+		for range 1 << 14 {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	path, url := filePath(t)
+	writePods(t, path, map[string]string{"cut.test": "cut", "big.test": "big"},
+		map[string][]*upstream{"cut": {cut}, "big": {big}})
+	s := startEdge(t, Config{Source: url, AccessLog: AccessLog{Enabled: true}})
+	c := newClient()
+	for _, method := range []string{"GET", "POST"} {
+		var body io.Reader
+		if method == "POST" {
+			body = strings.NewReader("x")
+		}
+		req, _ := http.NewRequest(method, "http://"+s.Addrs()[0].String()+"/", body)
+		req.Host = "cut.test"
+		if resp, err := c.Do(req); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	waitFor(t, 10*time.Second, "two aborts by the upstream", func() bool {
+		return counterValue(s.metrics.aborted.WithLabelValues("cut", "upstream")) == 2
+	})
+	if v := counterValue(s.metrics.requests.WithLabelValues("cut", "200")); v != 2 {
+		t.Errorf("edge_requests_total{app=cut,code=200} = %v, want 2", v)
+	}
+	if v := counterValue(s.metrics.upstreamErrs.WithLabelValues("cut", "body")); v != 2 {
+		t.Errorf("edge_upstream_errors_total{kind=body} = %v, want 2", v)
+	}
+	d, err := net.Dial("tcp", s.Addrs()[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(d, "GET / HTTP/1.1\r\nHost: big.test\r\n\r\n")
+	buf := make([]byte, 1000)
+	if _, err := io.ReadFull(d, buf); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	waitFor(t, 10*time.Second, "an abort by the client", func() bool {
+		return counterValue(s.metrics.aborted.WithLabelValues("big", "client")) == 1
+	})
+	if v := counterValue(s.metrics.upstreamErrs.WithLabelValues("big", "body")); v != 0 {
+		t.Errorf("a client abort counted against the upstream: %v", v)
+	}
+}
