@@ -379,10 +379,6 @@ func (t *table) allocate(proto uint8, v6 [16]byte, port6 uint16) (*bib, bool) {
 		if int(t.used[protoIndex(proto)][i]) >= span {
 			continue // full: do not probe it
 		}
-		// RFC 6056 algorithm 2 (a fresh random port per try) for a few
-		// tries, which stays fast when the range is crowded; then
-		// algorithm 1's sequential probing from a random start, which
-		// finds the last free ports.
 		try := func(port uint16) *bib {
 			k4 := makeBibKey4(proto, p.addr, port)
 			if _, used := t.bib4[k4]; used {
@@ -397,19 +393,74 @@ func (t *table) allocate(proto uint8, v6 [16]byte, port6 uint16) (*bib, bool) {
 			t.log.binding(true, t.now(), b)
 			return b
 		}
-		for j := 0; j < 32; j++ {
-			if b := try(p.lo + uint16(t.rng.IntN(span))); b != nil {
-				return b, true
+		// RFC 6146 section 3.5.1.1: a port in 0-1023 gets one in 0-1023
+		// when the range has such ports free, else any; a port in
+		// 1024-65535 gets one in 1024-65535 (never a well-known one,
+		// unless the range has nothing else). UDP keeps the port's parity
+		// (RFC 4787 4.2.2). ICMP identifiers take any.
+		par := -1
+		lo, hi := int(p.lo), int(p.hi)
+		if proto != protoICMP {
+			if port6 < 1024 {
+				hi = min(hi, 1023)
+			} else {
+				lo = max(lo, 1024)
+			}
+			if proto == protoUDP {
+				par = int(port6 & 1)
 			}
 		}
-		start := t.rng.IntN(span)
-		for j := 0; j < span; j++ {
-			if b := try(p.lo + uint16((start+j)%span)); b != nil {
+		if lo <= hi {
+			if b := t.pick(lo, hi, par, try); b != nil {
 				return b, true
 			}
+			if port6 >= 1024 || proto == protoICMP || lo == int(p.lo) && hi == int(p.hi) {
+				continue
+			}
+		}
+		if b := t.pick(int(p.lo), int(p.hi), par, try); b != nil {
+			return b, true
 		}
 	}
 	return nil, false
+}
+
+// pick finds a free port in lo-hi with try: RFC 6056 algorithm 2 (a
+// fresh random port per try, of parity par unless par < 0) for a few
+// tries, which stays fast when the range is crowded; then algorithm 1's
+// sequential probing from a random start, which finds the last free
+// ports, those of parity par first. t.mu held.
+func (t *table) pick(lo, hi, par int, try func(uint16) *bib) *bib {
+	span := hi - lo + 1
+	if span < 2 {
+		par = -1
+	}
+	for j := 0; j < 32; j++ {
+		port := lo + t.rng.IntN(span)
+		if par >= 0 && port&1 != par {
+			if port < hi {
+				port++
+			} else {
+				port--
+			}
+		}
+		if b := try(uint16(port)); b != nil {
+			return b
+		}
+	}
+	start := t.rng.IntN(span)
+	for pass := 0; pass < 2; pass++ {
+		for j := 0; j < span; j++ {
+			port := lo + (start+j)%span
+			if (pass == 0) != (par < 0 || port&1 == par) {
+				continue
+			}
+			if b := try(uint16(port)); b != nil {
+				return b
+			}
+		}
+	}
+	return nil
 }
 
 // expire removes sessions whose lifetime has passed, and bindings left
