@@ -95,11 +95,12 @@ func (r Result) ReasonName() string { return r.Reason.String() }
 
 // pathStats are one worker's counters, read by the metrics collector.
 type pathStats struct {
-	out4    atomic.Uint64 // IPv6 packets translated to IPv4
-	out6    atomic.Uint64 // IPv4 packets translated to IPv6
-	replies atomic.Uint64 // ICMP errors generated
-	drops   [numDrops]atomic.Uint64
-	_       [64]byte
+	out4     atomic.Uint64 // IPv6 packets translated to IPv4
+	out6     atomic.Uint64 // IPv4 packets translated to IPv6
+	replies  atomic.Uint64 // ICMP errors generated
+	hairpins atomic.Uint64 // packets from an IPv6 client to another one (RFC 6146 3.8)
+	drops    [numDrops]atomic.Uint64
+	_        [64]byte
 }
 
 // fragCache remembers, for a fragmented packet's first fragment, where the

@@ -70,6 +70,8 @@ type Path struct {
 	ipID  uint16
 	stats *pathStats
 
+	hpBuf []byte // the IPv4 half of a hairpinned packet (allocated on first use)
+
 	icmpTokens float64 // ICMP error token bucket (RFC 4443 2.4 (f))
 	icmpLast   int64
 }
@@ -168,7 +170,8 @@ func (t *Translator) inPool4(a [4]byte) bool {
 
 // validRemote4 refuses IPv4 addresses a NAT64 must not translate to or
 // from: this network (0/8), loopback, multicast and reserved (224/3),
-// and the pool itself (hairpinning is not supported).
+// and the pool itself (pool4 destinations are hairpinned instead; a
+// pool4 source from outside is spoofed).
 func (t *Translator) validRemote4(a [4]byte) bool {
 	switch {
 	case a[0] == 0, a[0] == 127, a[0] >= 224:

@@ -149,16 +149,21 @@ func (p *Path) TranslateOffload(in, out []byte) Result {
 	o := out[vnetHdrLen : r.Len+vnetHdrLen]
 	ol4 := 20
 	oh := vnetHdr{flags: vnetNeedsCsum, gsoType: gsoTCPv4 | h.gsoType&gsoECN, gsoSize: h.gsoSize, csumOffset: packet.TCPChecksum}
-	if v6 {
-		if o[0]>>4 != 4 || o[packet.IPv4Protocol] != protoTCP {
+	// The output's family decides (a hairpinned IPv6 super-packet comes
+	// out as IPv6, RFC 6146 section 3.8).
+	switch o[0] >> 4 {
+	case 4:
+		if o[packet.IPv4Protocol] != protoTCP {
 			return p.drop(dropOffload)
 		}
-	} else {
-		if o[0]>>4 != 6 || o[packet.IPv6NextHeader] != protoTCP {
+	case 6:
+		if o[packet.IPv6NextHeader] != protoTCP {
 			return p.drop(dropOffload)
 		}
 		ol4 = 40
 		oh.gsoType = gsoTCPv6 | h.gsoType&gsoECN
+	default:
+		return p.drop(dropOffload)
 	}
 	ot := o[ol4:]
 	f := ^be.Uint16(ot[packet.TCPChecksum:])

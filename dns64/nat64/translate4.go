@@ -11,6 +11,13 @@ import (
 // back, each with its own IPv6 header. out must not overlap in; 64 KiB +
 // 64*48 bytes is always enough.
 func (p *Path) Translate4to6(in, out []byte) Result {
+	return p.translate4to6(in, out, false)
+}
+
+// translate4to6 is Translate4to6; hairpin is set for the second half of a
+// hairpinned packet (RFC 6146 section 3.8): its source is a pool4 address
+// and its TTL was already decremented by the first half.
+func (p *Path) translate4to6(in, out []byte, hairpin bool) Result {
 	t := p.t
 	if len(in) < 20 || in[0]>>4 != 4 {
 		return p.drop(dropMalformed)
@@ -26,7 +33,7 @@ func (p *Path) Translate4to6(in, out []byte) Result {
 		return p.drop(dropNotPool4)
 	}
 	src4 := [4]byte(in[12:16])
-	if !t.validRemote4(src4) {
+	if !hairpin && !t.validRemote4(src4) {
 		return p.drop(dropBadAddress)
 	}
 	if ihl > 20 && hasSourceRoute(in[20:ihl]) {
@@ -42,7 +49,9 @@ func (p *Path) Translate4to6(in, out []byte) Result {
 	proto := in[packet.IPv4Protocol]
 	l4 := in[ihl:]
 	ttl := in[packet.IPv4TTL]
-	if ttl <= 1 {
+	if hairpin {
+		ttl++ // decremented once, by the first half
+	} else if ttl <= 1 {
 		// RFC 7915 4.1: TTL exhausted -> ICMPv4 time exceeded, never about
 		// an ICMP error or a non-first fragment.
 		if fragOff != 0 || proto == protoICMP && (len(l4) < 1 || isICMP4Error(l4[0])) {
@@ -57,9 +66,15 @@ func (p *Path) Translate4to6(in, out []byte) Result {
 		Src:          t.prefix.Embed(src4),
 	}
 	now := t.now().UnixNano()
-	needFrag := !df && 40+len(l4) > t.cfg.MTU6
-	withFrag := isFrag || needFrag
+	// RFC 7915 section 4 / 4.1: a packet without DF whose translation
+	// (with its fragment header, when it is already a fragment) would
+	// exceed the IPv6 MTU is fragmented.
 	hl := 40
+	if isFrag {
+		hl = 48
+	}
+	needFrag := !df && hl+len(l4) > t.cfg.MTU6
+	withFrag := isFrag || needFrag
 	if withFrag {
 		hl = 48
 	}
@@ -318,7 +333,11 @@ func (p *Path) icmpError4to6(in, out, l4 []byte, h *packet.IPv6Fields) Result {
 			if mtu == 0 {
 				mtu = plateau(itot) // RFC 1191 section 5
 			}
-			mtu += 20
+			// RFC 7915 section 4.2: minimum(advertised MTU + 20,
+			// MTU of the IPv6 next hop, MTU of the IPv4 next hop + 20);
+			// both next hops are the TUN device, whose MTU bounds what
+			// the kernel hands us and what we hand back.
+			mtu = min(mtu+20, uint32(t.cfg.MTU))
 			if mtu < 1280 { // IPv6 hosts never go below 1280 (RFC 8200 section 5)
 				mtu = 1280
 			}

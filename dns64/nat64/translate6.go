@@ -13,6 +13,37 @@ var be = binary.BigEndian
 // out must not overlap in; 64 KiB + 64 bytes is always enough. It never
 // writes outside out and never keeps either slice.
 func (p *Path) Translate6to4(in, out []byte) Result {
+	return p.translate6to4(in, out, false)
+}
+
+// hairpin translates a packet from an IPv6 client to pool6 + a pool4
+// address (RFC 6146 section 3.8): first to IPv4 as any outbound packet
+// (its source becomes the client's own binding), then, since its
+// destination is ours, back to IPv6 as an inbound packet to the binding
+// it names. The result is an IPv6 packet for the other client.
+func (p *Path) hairpin(in, out []byte) Result {
+	if p.hpBuf == nil {
+		p.hpBuf = make([]byte, 65536+64)
+	}
+	r := p.translate6to4(in, p.hpBuf, true)
+	switch r.Verdict {
+	case Drop:
+		return r
+	case Reply: // an ICMPv6 error for the sender, at most 1280 bytes
+		if r.Len > len(out) {
+			return p.drop(dropTooBig)
+		}
+		copy(out, p.hpBuf[:r.Len])
+		return r
+	}
+	p.stats.out4.Add(^uint64(0)) // counted once, as 4to6
+	p.stats.hairpins.Add(1)
+	return p.translate4to6(p.hpBuf[:r.Len], out, true)
+}
+
+// translate6to4 is Translate6to4; hairpin is set for the first half of a
+// hairpinned packet (its destination is a pool4 address).
+func (p *Path) translate6to4(in, out []byte, hairpin bool) Result {
 	t := p.t
 	if len(in) < 40 || in[0]>>4 != 6 {
 		return p.drop(dropMalformed)
@@ -26,7 +57,11 @@ func (p *Path) Translate6to4(in, out []byte) Result {
 	if !ok {
 		return p.drop(dropNotPool6)
 	}
-	if !t.validRemote4(dst4) {
+	if t.inPool4(dst4) {
+		if !hairpin {
+			return p.hairpin(in, out)
+		}
+	} else if !t.validRemote4(dst4) {
 		return p.drop(dropBadAddress)
 	}
 
@@ -274,10 +309,10 @@ func (p *Path) icmpError6to4(in, out, l4 []byte, dst4 [4]byte, h *packet.IPv4Fie
 		if mtu < 20+68 {
 			mtu = 20 + 68
 		}
-		mtu -= 20
-		if mtu > 0xffff {
-			mtu = 0xffff
-		}
+		// RFC 7915 section 5.2: minimum(advertised MTU - 20, MTU of the
+		// IPv4 next hop, MTU of the IPv6 next hop - 20); both next hops
+		// are the TUN device.
+		mtu = min(mtu-20, uint32(t.cfg.MTU)-20)
 		word = mtu
 	case 3: // time exceeded
 		t4, c4 = 11, code

@@ -1,0 +1,68 @@
+package nat64
+
+import (
+	"encoding/binary"
+	"testing"
+)
+
+// RFC 6146 section 3.8: a packet from an IPv6 client to pool6 + (T, t),
+// the binding of another client, reaches that client, from pool6 + the
+// sender's own binding, and the answer goes back the same way.
+func TestHairpinning(t *testing.T) {
+	for _, proto := range []uint8{protoUDP, protoTCP} {
+		tr, p, _ := newTestTranslator(t, testConfig())
+		out := make([]byte, 70000)
+		c6b := a6("2001:db8::2")
+		dst := a6("64:ff9b::c633:6401") // 198.51.100.1, where 2001:db8::1 port 1234 is bound
+		var seg []byte
+		if proto == protoUDP {
+			seg = udpSeg(c6b, dst, 5555, 40000, []byte("hairpin"))
+		} else {
+			seg = tcpSeg(c6b, dst, 5555, 40000, tcpSYN, []byte("hairpin"))
+		}
+		r := p.Translate6to4(ip6(0, proto, 64, c6b, dst, seg), out)
+		if r.Verdict != Forward || r.Parts != 1 {
+			t.Fatalf("proto %d: hairpin: %+v (%s)", proto, r, r.ReasonName())
+		}
+		o := out[:r.Len]
+		if o[0]>>4 != 6 || o[6] != proto || o[7] != 63 {
+			t.Fatalf("proto %d: not an IPv6 packet, hop limit 63: % x", proto, o[:40])
+		}
+		if good, ok := valid(o); !ok || !good {
+			t.Fatalf("proto %d: checksum of % x", proto, o)
+		}
+		if [16]byte(o[24:40]) != [16]byte(c6) || binary.BigEndian.Uint16(o[42:]) != 1234 {
+			t.Fatalf("proto %d: went to [%x]:%d, want the static binding's client", proto, o[24:40], binary.BigEndian.Uint16(o[42:]))
+		}
+		// The source is the sender's own binding, embedded in pool6.
+		b := tr.tab.bib6[makeBibKey6(proto, c6b, 5555)]
+		if b == nil {
+			t.Fatalf("proto %d: no binding for the sender", proto)
+		}
+		src := tr.prefix.Embed(b.v4)
+		if [16]byte(o[8:24]) != src || binary.BigEndian.Uint16(o[40:]) != b.port4 {
+			t.Fatalf("proto %d: source [%x]:%d, want pool6 + %v:%d", proto, o[8:24], binary.BigEndian.Uint16(o[40:]), b.v4, b.port4)
+		}
+		if string(o[len(o)-7:]) != "hairpin" {
+			t.Fatalf("proto %d: payload % x", proto, o[40:])
+		}
+		// The answer, from 2001:db8::1 port 1234 to where the packet came from.
+		if proto == protoUDP {
+			seg = udpSeg(c6, src[:], 1234, b.port4, []byte("answer"))
+		} else {
+			seg = tcpSeg(c6, src[:], 1234, b.port4, tcpSYN|tcpACK, []byte("answer"))
+		}
+		r = p.Translate6to4(ip6(0, proto, 64, c6, src[:], seg), out)
+		if r.Verdict != Forward {
+			t.Fatalf("proto %d: answer: %+v (%s)", proto, r, r.ReasonName())
+		}
+		o = out[:r.Len]
+		if good, ok := valid(o); !ok || !good {
+			t.Fatalf("proto %d: answer checksum", proto)
+		}
+		if [16]byte(o[24:40]) != [16]byte(c6b) || binary.BigEndian.Uint16(o[42:]) != 5555 ||
+			[16]byte(o[8:24]) != [16]byte(dst) || binary.BigEndian.Uint16(o[40:]) != 40000 {
+			t.Fatalf("proto %d: answer % x", proto, o[:44])
+		}
+	}
+}
