@@ -169,3 +169,28 @@ func TestMalformedQueries(t *testing.T) {
 		t.Fatalf("server not answering after malformed queries: %v", m)
 	}
 }
+
+// Client EDNS options are not forwarded: answers are cached and shared by
+// every client, so a client's subnet (ECS, RFC 7871) must not shape them,
+// nor reach the upstream; and options the upstream sends (ECS, NSID) are
+// for our hop and never reach the client.
+func TestEDNSOptionsNotForwarded(t *testing.T) {
+	t.Parallel()
+	up := startUpstream(t)
+	s := startServer(t, testConfig(up.addr))
+	ecs := &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 2, SourceNetmask: 56, Address: net.ParseIP("2001:db8:1:2::")}
+	for _, tcp := range []bool{false, true} {
+		for _, qt := range []uint16{dns.TypeAAAA, dns.TypeA, dns.TypeTXT} {
+			m := ask(t, s.Addr(), "v4only.test.", qt, qopt{tcp: tcp, opts: []dns.EDNS0{ecs, &dns.EDNS0_NSID{Code: dns.EDNS0NSID}}})
+			if m.Rcode != dns.RcodeSuccess {
+				t.Fatalf("%s: %v", dns.TypeToString[qt], m)
+			}
+			if opt := m.IsEdns0(); opt == nil || len(opt.Option) != 0 {
+				t.Errorf("%s tcp=%v: OPT %v, want one without options", dns.TypeToString[qt], tcp, opt)
+			}
+		}
+	}
+	if n := up.options.Load(); n != 0 {
+		t.Errorf("upstream got %d queries with EDNS options", n)
+	}
+}

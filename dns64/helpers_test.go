@@ -65,6 +65,7 @@ type testUpstream struct {
 	queries map[string]int // "name/TYPE/proto"
 	total   atomic.Int64
 	delay   atomic.Int64 // nanoseconds before each answer
+	options atomic.Int64 // queries that carried EDNS options
 }
 
 func startUpstream(t testing.TB) *testUpstream {
@@ -165,6 +166,17 @@ func (u *testUpstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	do := opt != nil && opt.Do()
 	if opt != nil {
 		m.SetEdns0(1232, do)
+		if len(opt.Option) > 0 {
+			u.options.Add(1)
+		}
+		if name == "v4only.test." {
+			// A misbehaving upstream: ECS (RFC 7871) in an answer to a
+			// query without it, and an NSID.
+			m.IsEdns0().Option = []dns.EDNS0{
+				&dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: 24, SourceScope: 24, Address: net.IPv4(198, 51, 100, 0)},
+				&dns.EDNS0_NSID{Code: dns.EDNS0NSID, Nsid: "7570"},
+			}
+		}
 	}
 	switch u.mode.Load().(string) {
 	case "servfail":
@@ -328,6 +340,7 @@ type qopt struct {
 	noEDNS bool
 	do, cd bool
 	size   uint16
+	opts   []dns.EDNS0 // EDNS options to send
 }
 
 // ask sends one query to addr with a real client.
@@ -342,6 +355,7 @@ func ask(t testing.TB, addr, name string, qtype uint16, o qopt) *dns.Msg {
 			size = 1232
 		}
 		m.SetEdns0(size, o.do)
+		m.IsEdns0().Option = o.opts
 	}
 	c := &dns.Client{Net: "udp", Timeout: 5 * time.Second, UDPSize: 65535}
 	if o.tcp {
