@@ -514,7 +514,10 @@ func (s *Server) newReverseProxy() *httputil.ReverseProxy {
 			pr.Out.Header["Forwarded"] = []string{forwarded(st, pr.In.Host)}
 		},
 		Transport:     s.transport,
-		FlushInterval: 0, // streamed responses (no length, SSE) flush at once
+		// Answers with a length are flushed at most 50 ms after a write
+		// (a body that trickles reaches the client as it comes); those
+		// without a length, and SSE, at once.
+		FlushInterval: 50 * time.Millisecond,
 		BufferPool:    &s.bufs,
 		ErrorLog:      slogErrorLog(s.log),
 		ModifyResponse: func(r *http.Response) error {

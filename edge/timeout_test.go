@@ -170,3 +170,38 @@ func TestAbortedRequestsAreRecorded(t *testing.T) {
 		t.Errorf("a client abort counted against the upstream: %v", v)
 	}
 }
+
+// A response with a Content-Length whose body comes slowly reaches the
+// client as it comes (the flush interval), not when the buffer fills.
+func TestLengthResponseStreams(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	up := startUpstream(t, "slow", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "10")
+		io.WriteString(w, "first")
+		w.(http.Flusher).Flush()
+		<-release
+		io.WriteString(w, "-last")
+	})
+	path, url := filePath(t)
+	writePods(t, path, map[string]string{"h.test": "app"}, map[string][]*upstream{"app": {up}})
+	s := startEdge(t, Config{Source: url})
+	c, err := net.Dial("tcp", s.Addrs()[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: h.test\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var got []byte
+	buf := make([]byte, 1024)
+	for !strings.HasSuffix(string(got), "first") {
+		n, err := c.Read(buf)
+		if err != nil {
+			close(release)
+			t.Fatalf("before the rest was sent: %v after %q", err, got)
+		}
+		got = append(got, buf[:n]...)
+	}
+	close(release)
+}
