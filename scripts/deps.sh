@@ -76,7 +76,8 @@ build_consul() {
     go build -trimpath -o "$CONSUL_BIN.tmp" github.com/hashicorp/consul
   ) || die "consul: build failed"
   mv "$CONSUL_BIN.tmp" "$CONSUL_BIN"
-  "$CONSUL_BIN" version | head -1 >&2
+  have=$("$CONSUL_BIN" version) || die "consul: the built binary does not run"
+  say "consul: ${have%%$'\n'*}"
   say "consul: built into $CONSUL_BIN"
 }
 
