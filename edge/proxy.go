@@ -513,7 +513,7 @@ func (s *Server) newReverseProxy() *httputil.ReverseProxy {
 			st := pr.In.Context().Value(ctxKey{}).(*reqState)
 			pr.Out.Header["Forwarded"] = []string{forwarded(st, pr.In.Host)}
 		},
-		Transport:     s.transport,
+		Transport: s.transport,
 		// Answers with a length are flushed at most 50 ms after a write
 		// (a body that trickles reaches the client as it comes); those
 		// without a length, and SSE, at once.
