@@ -66,7 +66,7 @@ func TestForwardingHeadersAndHopByHop(t *testing.T) {
 	// Raw request: hop-by-hop headers, including one named by Connection.
 	fmt.Fprint(conn, "GET /p?q=1 HTTP/1.1\r\nHost: h.test\r\nConnection: keep-alive, X-Secret\r\nX-Secret: s\r\n"+
 		"Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nUpgrade-Insecure-Requests: 1\r\n"+
-		"X-Forwarded-For: 6.6.6.6\r\nX-End: e2e\r\n\r\n")
+		"X-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nX-Forwarded-Port: 1\r\nX-End: e2e\r\n\r\n")
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +76,7 @@ func TestForwardingHeadersAndHopByHop(t *testing.T) {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
 	r := up.lastRequest()
-	for _, h := range []string{"X-Secret", "Keep-Alive", "Proxy-Connection"} {
+	for _, h := range []string{"X-Secret", "Keep-Alive", "Proxy-Connection", "X-Real-Ip", "X-Forwarded-Port"} {
 		if v := r.Header.Get(h); v != "" {
 			t.Errorf("hop-by-hop %s reached the upstream: %q", h, v)
 		}

@@ -510,6 +510,10 @@ func (s *Server) newReverseProxy() *httputil.ReverseProxy {
 			pr.Out.Host = pr.In.Host
 			keepTarget(pr.Out, pr.In)
 			pr.SetXForwarded()
+			// ReverseProxy strips the client's X-Forwarded-For/-Host/
+			// -Proto and Forwarded; these two are just as untrusted.
+			pr.Out.Header.Del("X-Real-Ip")
+			pr.Out.Header.Del("X-Forwarded-Port")
 			st := pr.In.Context().Value(ctxKey{}).(*reqState)
 			pr.Out.Header["Forwarded"] = []string{forwarded(st, pr.In.Host)}
 		},
