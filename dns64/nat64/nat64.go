@@ -124,7 +124,7 @@ func NewTranslator(cfg Config, opts ...Option) (*Translator, error) {
 		}
 	}
 	t.icmpSrc6 = t.prefix.Embed(cfg.pool4[0].addr)
-	t.tab = newTable(&t.cfg, o.now, t.blog)
+	t.tab = newTable(&t.cfg, o.now, t.blog, o.sweep)
 	if cfg.SYNRate > 0 {
 		t.syn = newSynLimiter(cfg.SYNRate)
 	}

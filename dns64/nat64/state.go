@@ -76,6 +76,7 @@ type session struct {
 	rport   uint16
 	state   atomic.Uint32 // TCP state (tcp* constants)
 	expires atomic.Int64  // unix nanoseconds
+	slot    atomic.Int64  // the expiry wheel slot it is filed in; -1 once removed
 }
 
 // TCP states of RFC 6146 section 3.5.2.2 (CLOSED is "no session").
@@ -104,6 +105,7 @@ type table struct {
 
 	sess6 [nShards]shard
 	sess4 [nShards]shard
+	wheel wheel
 	count [4]atomic.Int64 // sessions by protocol index (tcp, udp, icmp)
 
 	mu         sync.Mutex // BIB, per-client counts, filtering index, rng
@@ -129,7 +131,7 @@ func protoIndex(p uint8) int {
 	}
 }
 
-func newTable(cfg *Config, now func() time.Time, log *bindingLog) *table {
+func newTable(cfg *Config, now func() time.Time, log *bindingLog, tick time.Duration) *table {
 	var seed [32]byte
 	_, _ = rand.Read(seed[:])
 	t := &table{
@@ -144,6 +146,7 @@ func newTable(cfg *Config, now func() time.Time, log *bindingLog) *table {
 		secret:     binary.LittleEndian.Uint64(seed[:8]) ^ 0x5bd1e995,
 		portsInUse: make([]int64, len(cfg.pool4)),
 	}
+	t.wheel.init(int64(max(tick, time.Millisecond)), now().UnixNano())
 	for i := range t.used {
 		t.used[i] = make([]int32, len(cfg.pool4))
 	}
@@ -260,7 +263,11 @@ func (t *table) tcpPacket(s *session, fl uint8, from6 bool, now int64) {
 			return
 		}
 		if s.state.CompareAndSwap(old, st) {
-			s.expires.Store(now + int64(t.lifetime(protoTCP, st)))
+			exp := now + int64(t.lifetime(protoTCP, st))
+			s.expires.Store(exp)
+			// A shorter lifetime (RST, the second FIN) must be seen before
+			// the slot the session is filed in comes round.
+			t.wheel.refile(s, exp)
 			return
 		}
 	}
@@ -340,6 +347,8 @@ func (t *table) insert(b *bib, remote [4]byte, rport uint16, st uint32, now int6
 	s := &session{b: b, remote: remote, rport: rport}
 	s.state.Store(st)
 	s.expires.Store(now + int64(t.lifetime(b.proto, st)))
+	s.slot.Store(-1)
+	t.wheel.refile(s, s.expires.Load())
 	k6 := makeKey(b.proto, b.v6[:], b.port6, remote, rport)
 	k4 := makeKey(b.proto, b.v4[:], b.port4, remote, rport)
 	sh := &t.sess6[k6.hash()%nShards]
@@ -465,57 +474,130 @@ func (t *table) pick(lo, hi, par int, try func(uint16) *bib) *bib {
 
 // expire removes sessions whose lifetime has passed, and bindings left
 // without sessions (static ones stay). It returns how many sessions went.
+// It visits only the wheel slots that came due since the last call, not
+// every session.
 func (t *table) expire(now int64) int {
+	due := t.wheel.due(now)
+	if len(due) == 0 {
+		return 0
+	}
 	var dead []*session
-	n := 0
-	for i := range t.sess6 {
-		sh := &t.sess6[i]
-		dead = dead[:0]
-		// Scan under the read lock (packets keep flowing), then delete
-		// what is still expired under the write lock.
-		sh.mu.RLock()
-		for _, s := range sh.m {
-			if s.expires.Load() <= now {
-				dead = append(dead, s)
-			}
-		}
-		sh.mu.RUnlock()
-		if len(dead) == 0 {
+	for _, s := range due {
+		if exp := s.expires.Load(); exp > now {
+			t.wheel.refile(s, exp) // refreshed since it was filed
 			continue
 		}
+		b := s.b
+		k6 := makeKey(b.proto, b.v6[:], b.port6, s.remote, s.rport)
+		sh := &t.sess6[k6.hash()%nShards]
 		sh.mu.Lock()
-		kept := dead[:0]
-		for _, s := range dead {
-			b := s.b
-			k6 := makeKey(b.proto, b.v6[:], b.port6, s.remote, s.rport)
-			if s.expires.Load() <= now && sh.m[k6] == s {
-				delete(sh.m, k6)
-				kept = append(kept, s)
-			}
+		if sh.m[k6] != s {
+			sh.mu.Unlock()
+			continue // already removed (a duplicate entry)
 		}
-		dead = kept
-		sh.mu.Unlock()
-		if len(dead) == 0 {
+		// Checked again under the lock: a packet may have refreshed it.
+		if exp := s.expires.Load(); exp > now {
+			sh.mu.Unlock()
+			t.wheel.refile(s, exp)
 			continue
 		}
-		for _, s := range dead {
-			b := s.b
-			k4 := makeKey(b.proto, b.v4[:], b.port4, s.remote, s.rport)
-			sh4 := &t.sess4[k4.hash()%nShards]
-			sh4.mu.Lock()
-			if sh4.m[k4] == s {
-				delete(sh4.m, k4)
-			}
-			sh4.mu.Unlock()
+		delete(sh.m, k6)
+		sh.mu.Unlock()
+		k4 := makeKey(b.proto, b.v4[:], b.port4, s.remote, s.rport)
+		sh4 := &t.sess4[k4.hash()%nShards]
+		sh4.mu.Lock()
+		if sh4.m[k4] == s {
+			delete(sh4.m, k4)
 		}
+		sh4.mu.Unlock()
+		s.slot.Store(-1)
+		dead = append(dead, s)
+	}
+	if len(dead) > 0 {
 		t.mu.Lock()
 		for _, s := range dead {
 			t.removed(s)
-			n++
 		}
 		t.mu.Unlock()
 	}
-	return n
+	t.wheel.recycle(due)
+	return len(dead)
+}
+
+// wheel files sessions by expiry time in slots of tick nanoseconds (a
+// lazy timing wheel): a refresh only moves the expiry, and the session is
+// re-filed when its old slot comes due; a shortened lifetime (TCP RST,
+// second FIN) re-files it at once. A session is in the slot its slot
+// field names; entries left behind in other slots are skipped.
+type wheel struct {
+	mu     sync.Mutex
+	tick   int64
+	cursor int64 // the first slot number not yet emptied for good
+	slots  [wheelSlots][]*session
+	spare  []*session
+	seen   uint64 // sessions handed out by due (tests)
+}
+
+const wheelSlots = 1024
+
+func (w *wheel) init(tick, now int64) {
+	w.tick = tick
+	w.cursor = now / tick
+}
+
+// refile files s in the slot of exp (at most wheelSlots-1 slots ahead of
+// the cursor; it is re-filed from there) unless it is already in an
+// earlier slot that still lies ahead.
+func (w *wheel) refile(s *session, exp int64) {
+	w.mu.Lock()
+	n := max(exp/w.tick, w.cursor)
+	n = min(n, w.cursor+wheelSlots-1)
+	if cur := s.slot.Load(); cur >= w.cursor && cur <= n {
+		w.mu.Unlock()
+		return
+	}
+	s.slot.Store(n)
+	w.slots[n%wheelSlots] = append(w.slots[n%wheelSlots], s)
+	w.mu.Unlock()
+}
+
+// due empties the slots up to now's and returns the sessions filed there.
+// now's own slot is emptied too but stays current (what is filed there
+// later is looked at by the next call).
+func (w *wheel) due(now int64) []*session {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	end := now / w.tick
+	out := w.spare[:0]
+	w.spare = nil
+	for n := w.cursor; n <= end && n < w.cursor+wheelSlots; n++ {
+		sl := &w.slots[n%wheelSlots]
+		for _, s := range *sl {
+			if s.slot.Load() == n {
+				s.slot.Store(-2) // being looked at: refile files it anew
+				out = append(out, s)
+				w.seen++
+			}
+		}
+		clear(*sl)
+		if cap(*sl) > 4096 {
+			*sl = nil
+		} else {
+			*sl = (*sl)[:0]
+		}
+	}
+	w.cursor = max(w.cursor, end)
+	return out
+}
+
+// recycle keeps the buffer due returned for the next call.
+func (w *wheel) recycle(b []*session) {
+	clear(b)
+	w.mu.Lock()
+	if cap(b) <= 1<<16 {
+		w.spare = b[:0]
+	}
+	w.mu.Unlock()
 }
 
 // removed accounts for a session gone from the maps; t.mu held.

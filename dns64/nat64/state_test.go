@@ -416,3 +416,69 @@ func TestICMPErrorRate(t *testing.T) {
 		t.Fatalf("after refill: %+v", r)
 	}
 }
+
+// The expiry sweep visits only sessions whose wheel slot came due, not
+// every session each second; a refreshed session is re-filed when its
+// slot comes round, a shortened lifetime (RFC 6146 3.5.2.2: RST moves an
+// established session to TRANS, 4 minutes) is honoured on time, and a
+// removed session is not visited again.
+func TestExpiryWheel(t *testing.T) {
+	cfg := testConfig()
+	cfg.Static = nil
+	cfg.MaxSessionsPerClient = -1
+	tr, p, clk := newTestTranslator(t, cfg)
+	out := make([]byte, 2000)
+	for i := 0; i < 1000; i++ {
+		udp6to4(p, out, c6, uint16(2000+i), s4, 53)
+	}
+	tcp6to4(p, out, c6, 1000, s4, 80, tcpSYN)
+	a, port := mapped(out)
+	tcp4to6(p, out, s4, 80, a, port, tcpSYN|tcpACK) // ESTABLISHED, 2 h 4 min
+	step := func(d time.Duration) int {
+		clk.t = clk.t.Add(d)
+		return tr.Expire()
+	}
+	seen := func() uint64 {
+		tr.tab.wheel.mu.Lock()
+		defer tr.tab.wheel.mu.Unlock()
+		return tr.tab.wheel.seen
+	}
+	for i := 0; i < 60; i++ {
+		if n := step(time.Second); n != 0 {
+			t.Fatalf("second %d: %d sessions expired early", i, n)
+		}
+	}
+	if n := seen(); n != 0 {
+		t.Fatalf("the sweep looked at %d sessions in the first minute, want 0", n)
+	}
+	// Half the UDP sessions are refreshed at 4 minutes.
+	step(3 * time.Minute)
+	for i := 0; i < 500; i++ {
+		udp6to4(p, out, c6, uint16(2000+i), s4, 53)
+	}
+	if n := step(time.Minute + time.Second); n != 500 {
+		t.Fatalf("at 5 min 1 s: %d expired, want the 500 idle UDP sessions", n)
+	}
+	// RST: TRANS, 4 minutes from now (9 min 1 s), although it was filed
+	// for 2 h 4 min.
+	tcp6to4(p, out, c6, 1000, s4, 80, tcpRST)
+	if n := step(4*time.Minute - 500*time.Millisecond); n != 500 {
+		t.Fatalf("at 9 min 0.5 s: %d expired, want the 500 refreshed UDP sessions", n)
+	}
+	if tcp, _, _ := tr.Sessions(); tcp != 1 {
+		t.Fatalf("TCP sessions %d before TRANS expiry", tcp)
+	}
+	if n := step(time.Second); n != 1 {
+		t.Fatalf("at 9 min 1.5 s: %d expired, want the TRANS session", n)
+	}
+	if tcp, udp, _ := tr.Sessions(); tcp != 0 || udp != 0 {
+		t.Fatalf("left: tcp %d udp %d", tcp, udp)
+	}
+	before := seen()
+	for i := 0; i < 2000; i++ {
+		step(time.Second)
+	}
+	if n := seen() - before; n != 0 {
+		t.Fatalf("%d removed sessions visited again", n)
+	}
+}
