@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
@@ -21,15 +23,20 @@ var (
 	familyV6 = &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}
 )
 
+// startMu serializes GoBGP's StartBgp across the speakers of a process.
+var startMu sync.Mutex
+
 // startBGP starts the embedded GoBGP server and adds the peers.
 func (s *Speaker) startBGP(ctx context.Context) error {
 	s.bgp = server.NewBgpServer(server.LoggerOption(&bgpLogger{l: s.log.With("component", "gobgp")}))
 	go s.bgp.Serve()
 	// GoBGP's StartBgp writes two package globals (table.SelectionOptions,
 	// table.UseMultiplePaths) that every BgpServer of the process reads:
-	// with several speakers in one process (tests) the race detector
-	// reports it. The values written are always the same defaults here,
-	// and a daemon runs one speaker.
+	// startMu orders the writes of several speakers in one process (the
+	// values are always the same defaults here, and a daemon runs one
+	// speaker, but the race detector sees two unordered writes).
+	startMu.Lock()
+	defer startMu.Unlock()
 	port := int32(-1) // never listen (and never on 179)
 	if s.cfg.ListenPort != 0 {
 		port = int32(s.cfg.ListenPort)
@@ -90,13 +97,70 @@ func apiPeer(p PeerConfig) *api.Peer {
 	return ap
 }
 
+// apiTimeout bounds every call into GoBGP: its API queues each call to
+// its main loop and ignores the context, so a hung GoBGP would hang the
+// caller for ever.
+const apiTimeout = 5 * time.Second
+
+// callBGP runs one GoBGP API call, giving up after the speaker's API
+// timeout (the call's goroutine is left behind: GoBGP is hung then, and
+// the watchdog deals with it). op names it in errors_total.
+func (s *Speaker) callBGP(ctx context.Context, op string, f func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, s.apiTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		if h := s.testHookAPI; h != nil {
+			h(op)
+		}
+		done <- f(ctx)
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		s.m.errors.WithLabelValues("api_timeout").Inc()
+		return fmt.Errorf("gobgp %s: no answer within %s: %w", op, s.apiTimeout, ctx.Err())
+	}
+}
+
 // stopBGP closes every session (CEASE, peer de-configured: the peers drop
 // the routes at once) and stops the server.
+//
+// The peers are deleted first, and StopBgp waits until their sessions'
+// goroutines have ended (GoBGP reports the established ones idle then):
+// StopBgp resets the global configuration that a still-running session
+// reader reads for every UPDATE it receives, a data race inside GoBGP
+// when the two overlap.
 func (s *Speaker) stopBGP() {
 	if s.bgp == nil {
 		return
 	}
-	s.bgp.Stop()
+	ctx := context.Background()
+	for _, p := range s.cfg.Peers {
+		addr := p.addr.String()
+		if err := s.callBGP(ctx, "delete_peer", func(ctx context.Context) error {
+			return s.bgp.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr})
+		}); err != nil {
+			s.log.Warn("bgp: delete peer at stop", "peer", addr, "err", err)
+		}
+	}
+	for deadline := time.Now().Add(sendWait); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		s.mu.Lock()
+		up := 0
+		for _, p := range s.peers {
+			if p.State == "established" {
+				up++
+			}
+		}
+		s.mu.Unlock()
+		if up == 0 {
+			break
+		}
+	}
+	if err := s.callBGP(ctx, "stop", func(context.Context) error { s.bgp.Stop(); return nil }); err != nil {
+		s.log.Error("bgp: stop", "err", err)
+	}
 	s.mu.Lock()
 	now := s.now()
 	for _, p := range s.peers {
@@ -176,8 +240,10 @@ func (s *Speaker) announce(ctx context.Context, spec prefixSpec, gshut bool) err
 	if err != nil {
 		return err
 	}
-	_, err = s.bgp.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: path})
-	return err
+	return s.callBGP(ctx, "add_path", func(ctx context.Context) error {
+		_, err := s.bgp.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: path})
+		return err
+	})
 }
 
 // withdraw removes the route of a prefix.
@@ -186,20 +252,29 @@ func (s *Speaker) withdraw(ctx context.Context, spec prefixSpec) error {
 	if err != nil {
 		return err
 	}
-	return s.bgp.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: path.Family, Path: path})
+	return s.callBGP(ctx, "delete_path", func(ctx context.Context) error {
+		return s.bgp.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: path.Family, Path: path})
+	})
 }
 
 // sentUpdates returns the UPDATE messages sent so far to each established
 // peer.
 func (s *Speaker) sentUpdates(ctx context.Context) map[string]uint64 {
+	var mu sync.Mutex // the call may outlive a timeout
 	out := map[string]uint64{}
-	_ = s.bgp.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
-		if p.GetState().GetSessionState() != api.PeerState_ESTABLISHED {
-			return
-		}
-		out[p.GetState().GetNeighborAddress()] = p.GetState().GetMessages().GetSent().GetUpdate()
+	_ = s.callBGP(ctx, "list_peer", func(ctx context.Context) error {
+		return s.bgp.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
+			if p.GetState().GetSessionState() != api.PeerState_ESTABLISHED {
+				return
+			}
+			mu.Lock()
+			out[p.GetState().GetNeighborAddress()] = p.GetState().GetMessages().GetSent().GetUpdate()
+			mu.Unlock()
+		})
 	})
-	return out
+	mu.Lock()
+	defer mu.Unlock()
+	return maps.Clone(out)
 }
 
 // sendWait bounds how long a withdrawal may take to reach the wire.
@@ -279,10 +354,12 @@ func (s *Speaker) peerLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		_ = s.bgp.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
-			s.onPeerEvent(&api.WatchEventResponse{Event: &api.WatchEventResponse_Peer{Peer: &api.WatchEventResponse_PeerEvent{
-				Type: api.WatchEventResponse_PeerEvent_STATE, Peer: p,
-			}}})
+		_ = s.callBGP(ctx, "list_peer", func(ctx context.Context) error {
+			return s.bgp.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
+				s.onPeerEvent(&api.WatchEventResponse{Event: &api.WatchEventResponse_Peer{Peer: &api.WatchEventResponse_PeerEvent{
+					Type: api.WatchEventResponse_PeerEvent_STATE, Peer: p,
+				}}})
+			})
 		})
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	api "github.com/osrg/gobgp/v3/api"
 )
 
 // checker runs the local check of one VIP with rise/fall counting.
@@ -235,6 +237,71 @@ func (s *Speaker) deadmanLoop(ctx context.Context) {
 			s.log.Warn("bgp: dead-man: health loop is back; restoring routes")
 		}
 		s.poke()
+		s.markStatus()
+	}
+}
+
+// watchdogLimit is how long the reconciler may go without a clean pass:
+// the dead-man's limit plus the time a withdrawal may take to be sent.
+func (s *Speaker) watchdogLimit() time.Duration {
+	return time.Duration(s.cfg.DeadmanIntervals)*s.cfg.HealthInterval + sendWait
+}
+
+// watchdogLoop guards what the dead-man relies on: the reconciler (it
+// does the withdrawing) and GoBGP (it sends them). When the reconciler
+// has not completed a clean pass for watchdogLimit — it hangs, or GoBGP
+// does not answer or fails every change — routes may be stale while
+// GoBGP's keepalives keep the sessions up. Then every peer is shut
+// (DisablePeer: CEASE, the peers drop the routes at once); if GoBGP does
+// not answer that either, the process ends (WithWatchdogExit). The peers
+// are enabled again when the reconciler is back.
+func (s *Speaker) watchdogLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.HealthInterval / 2)
+	defer t.Stop()
+	limit := s.watchdogLimit()
+	tripped := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		age := s.now().Sub(time.Unix(0, s.reconBeat.Load()))
+		stalled := age > limit
+		if stalled == tripped {
+			continue
+		}
+		tripped = stalled
+		s.m.watchdog.Set(b2f(stalled))
+		if stalled {
+			s.m.watchdogTrips.Inc()
+			s.log.Error("bgp: watchdog: the reconciler or GoBGP made no progress; shutting the sessions", "since", age.Round(time.Millisecond), "limit", limit)
+		} else {
+			s.log.Warn("bgp: watchdog: the reconciler is back; enabling the sessions")
+		}
+		for _, p := range s.cfg.Peers {
+			addr := p.addr.String()
+			var err error
+			if stalled {
+				err = s.callBGP(ctx, "disable_peer", func(ctx context.Context) error {
+					return s.bgp.DisablePeer(ctx, &api.DisablePeerRequest{Address: addr, Communication: "v6pod announce watchdog: routes may be stale"})
+				})
+			} else {
+				err = s.callBGP(ctx, "enable_peer", func(ctx context.Context) error {
+					return s.bgp.EnablePeer(ctx, &api.EnablePeerRequest{Address: addr})
+				})
+			}
+			if err == nil || ctx.Err() != nil {
+				continue
+			}
+			s.m.errors.WithLabelValues("watchdog").Inc()
+			if stalled {
+				s.log.Error("bgp: watchdog: GoBGP does not shut the session; ending the process so the kernel resets it", "peer", addr, "err", err)
+				s.watchdogExit()
+				return
+			}
+			s.log.Error("bgp: watchdog: enable peer", "peer", addr, "err", err)
+		}
 		s.markStatus()
 	}
 }

@@ -17,6 +17,8 @@ type metrics struct {
 	shuttingDown     prometheus.Gauge
 	deadman          prometheus.Gauge
 	deadmanTrips     prometheus.Counter
+	watchdog         prometheus.Gauge
+	watchdogTrips    prometheus.Counter
 	checks           *prometheus.CounterVec
 	statusWrites     *prometheus.CounterVec
 	errors           *prometheus.CounterVec
@@ -64,6 +66,14 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Name: "v6pod_bgp_deadman_trips_total",
 			Help: "Times the health loop stalled and every route was withdrawn.",
 		}),
+		watchdog: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "v6pod_bgp_watchdog_tripped",
+			Help: "1 while the sessions are shut because the reconciler or GoBGP made no progress.",
+		}),
+		watchdogTrips: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "v6pod_bgp_watchdog_trips_total",
+			Help: "Times the reconciler or GoBGP stalled and the sessions were shut.",
+		}),
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "v6pod_bgp_checks_total",
 			Help: "Local VIP checks, by result.",
@@ -74,7 +84,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		}, []string{"result"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "v6pod_bgp_errors_total",
-			Help: "Failed operations: announce, withdraw, consul_drain, panic.",
+			Help: "Failed operations: announce, withdraw, consul_drain, panic, api_timeout, watchdog.",
 		}, []string{"op"}),
 	}
 	if err := r.Register(m); err != nil {
@@ -85,7 +95,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 
 func (m *metrics) all() []prometheus.Collector {
 	return []prometheus.Collector{m.peerUp, m.peerTransitions, m.announced, m.gshut, m.transitions,
-		m.draining, m.drainTransitions, m.shuttingDown, m.deadman, m.deadmanTrips, m.checks, m.statusWrites, m.errors}
+		m.draining, m.drainTransitions, m.shuttingDown, m.deadman, m.deadmanTrips, m.watchdog, m.watchdogTrips, m.checks, m.statusWrites, m.errors}
 }
 
 // Describe implements prometheus.Collector.

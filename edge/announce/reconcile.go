@@ -3,6 +3,8 @@ package announce
 import (
 	"context"
 	"time"
+
+	api "github.com/osrg/gobgp/v3/api"
 )
 
 // decision is what one prefix should look like to the peers, and why.
@@ -123,12 +125,34 @@ func (s *Speaker) reconcileLoop(ctx context.Context) {
 
 // reconcileOnce applies one plan: announcements first, then withdrawals,
 // whose sending it waits for, then records the new states.
+//
+// A pass that completes without a GoBGP error beats the watchdog. A pass
+// with nothing to do probes GoBGP instead (at most once per health
+// interval), so a hung GoBGP is noticed before a change is needed.
 func (s *Speaker) reconcileOnce(ctx context.Context) {
+	if h := s.testHookReconcile; h != nil {
+		h()
+	}
 	plan, in := s.plan()
 	if len(plan) == 0 {
+		clean := true
+		if in.now.Sub(s.lastProbe) >= s.cfg.HealthInterval {
+			s.lastProbe = in.now
+			if err := s.callBGP(ctx, "get_bgp", func(ctx context.Context) error {
+				_, err := s.bgp.GetBgp(ctx, &api.GetBgpRequest{})
+				return err
+			}); err != nil && ctx.Err() == nil {
+				s.log.Warn("bgp: GoBGP does not answer", "err", err)
+				clean = false
+			}
+		}
+		if clean {
+			s.reconBeat.Store(s.now().UnixNano())
+		}
 		s.signalProgress()
 		return
 	}
+	failed := false
 	var withdrawn []decision
 	var applied []decision
 	for _, d := range plan {
@@ -139,6 +163,7 @@ func (s *Speaker) reconcileOnce(ctx context.Context) {
 		if err := s.announce(ctx, d.p.spec, d.want == stateGShut); err != nil {
 			s.log.Error("bgp: announce failed", "prefix", d.p.spec.prefix, "err", err)
 			s.m.errors.WithLabelValues("announce").Inc()
+			failed = true
 			continue
 		}
 		applied = append(applied, d)
@@ -150,6 +175,7 @@ func (s *Speaker) reconcileOnce(ctx context.Context) {
 			if err := s.withdraw(ctx, d.p.spec); err != nil {
 				s.log.Error("bgp: withdraw failed", "prefix", d.p.spec.prefix, "err", err)
 				s.m.errors.WithLabelValues("withdraw").Inc()
+				failed = true
 				continue
 			}
 			n++
@@ -178,6 +204,9 @@ func (s *Speaker) reconcileOnce(ctx context.Context) {
 		}
 	}
 	s.mu.Unlock()
+	if !failed {
+		s.reconBeat.Store(s.now().UnixNano())
+	}
 	s.signalProgress()
 	s.markStatus()
 }

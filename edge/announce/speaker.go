@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,6 +56,12 @@ func WithInitialReady(ready bool) Option { return func(s *Speaker) { s.initialRe
 // route: f is how an embedder proves it is alive.
 func WithReadyFunc(f func(vip netip.Prefix) bool) Option { return func(s *Speaker) { s.readyFunc = f } }
 
+// WithWatchdogExit replaces what the watchdog does when GoBGP itself does
+// not answer (default: log and os.Exit(70)). Ending the process is the
+// only sure way to drop the sessions of a hung GoBGP: the kernel resets
+// them and the peers remove the routes at once.
+func WithWatchdogExit(f func()) Option { return func(s *Speaker) { s.watchdogExit = f } }
+
 // WithClock replaces time.Now (tests).
 func WithClock(now func() time.Time) Option { return func(s *Speaker) { s.now = now } }
 
@@ -72,7 +79,11 @@ type Speaker struct {
 	readyFunc    func(netip.Prefix) bool
 	now          func() time.Time
 
-	bgp *server.BgpServer
+	bgp        *server.BgpServer
+	apiTimeout time.Duration
+	// testHookAPI, when set, runs before every GoBGP API call (tests
+	// make GoBGP "hang" with it).
+	testHookAPI func(op string)
 
 	mu            sync.Mutex
 	prefixes      []*prefixState
@@ -90,6 +101,13 @@ type Speaker struct {
 	kick       chan struct{}
 	statusKick chan struct{}
 	lastBeat   atomic.Int64 // unix nanos of the last health round
+	reconBeat  atomic.Int64 // unix nanos of the last clean reconcile pass
+	lastProbe  time.Time    // reconciler only: last GoBGP liveness probe
+
+	watchdogExit func()
+	// testHookReconcile, when set, runs at the start of every reconcile
+	// pass (tests make the reconciler hang with it).
+	testHookReconcile func()
 
 	startOnce sync.Once
 	startErr  error
@@ -140,6 +158,8 @@ func New(cfg Config, opts ...Option) (*Speaker, error) {
 		kick:         make(chan struct{}, 1),
 		statusKick:   make(chan struct{}, 1),
 		runDone:      make(chan struct{}),
+		apiTimeout:   apiTimeout,
+		watchdogExit: func() { os.Exit(70) },
 	}
 	for _, o := range opts {
 		o(s)
@@ -189,6 +209,7 @@ func New(cfg Config, opts ...Option) (*Speaker, error) {
 		s.peers[p.addr] = &PeerStatus{Address: p.addr.String(), ASN: p.ASN, Port: p.Port, State: "idle", Since: t0}
 	}
 	s.lastBeat.Store(t0.UnixNano())
+	s.reconBeat.Store(t0.UnixNano())
 	for _, p := range s.prefixes {
 		s.m.setPrefix(p.spec, stateWithdrawn)
 	}
@@ -275,6 +296,7 @@ func (s *Speaker) Run(ctx context.Context) error {
 		cancel()
 	}
 	s.Heartbeat() // the dead-man counts from here, not from New
+	s.reconBeat.Store(s.now().UnixNano())
 	var wg sync.WaitGroup
 	loops := []struct {
 		name string
@@ -283,6 +305,7 @@ func (s *Speaker) Run(ctx context.Context) error {
 		{"reconcile", s.reconcileLoop},
 		{"health", s.healthLoop},
 		{"deadman", s.deadmanLoop},
+		{"watchdog", s.watchdogLoop},
 		{"peers", s.peerLoop},
 		{"drain-file", s.drainFileLoop},
 		{"drain-consul", s.drainConsulLoop},

@@ -693,7 +693,8 @@ func TestLocalHTTPCheck(t *testing.T) {
 	}
 }
 
-// gauge reads a gauge from the speaker's registry by one label value.
+// gauge reads a gauge (or, without labels, a counter) from the speaker's
+// registry by one label value; label "" is the metric without labels.
 func gauge(t *testing.T, s *Speaker, name, label string) float64 {
 	t.Helper()
 	mfs, err := s.Registry().Gather()
@@ -705,6 +706,9 @@ func gauge(t *testing.T, s *Speaker, name, label string) float64 {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
+			if label == "" && len(m.GetLabel()) == 0 {
+				return m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			}
 			for _, l := range m.GetLabel() {
 				if l.GetValue() == label {
 					return m.GetGauge().GetValue()
@@ -746,4 +750,74 @@ func TestIBGPGracefulShutdownLowersLocalPref(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, tor, 2*time.Second, "withdrawn", func(m map[netip.Prefix]testsvc.Route) bool { return len(m) == 0 })
+}
+
+// The watchdog: when the reconciler (which does the withdrawing) hangs
+// while GoBGP's keepalives keep the session up, the sessions are shut so
+// the ToR drops the routes; when it is back, they come up again.
+func TestWatchdogReconcilerStallShutsSessions(t *testing.T) {
+	t.Parallel()
+	torAddr, edgeAddr := loopPair()
+	tor := testsvc.StartGoBGPD(t, testsvc.BGPPeerConfig{LocalAddr: torAddr, ASN: torASN, HoldTime: 3,
+		Neighbors: []testsvc.BGPNeighbor{{Addr: edgeAddr, ASN: edgeASN, Passive: true}}})
+	cfg := baseConfig(torAddr, tor.Port(), edgeAddr)
+	s, err := New(cfg, WithLogger(testLogger(t)), WithWatchdogExit(func() { t.Error("watchdog ended the process; GoBGP answers here") }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stuck sync.RWMutex
+	s.testHookReconcile = func() { stuck.RLock(); stuck.RUnlock() }
+	done := make(chan error, 1)
+	go func() { done <- s.Run(context.Background()) }()
+	t.Cleanup(func() { s.Close(); <-done })
+	tor.WaitEstablished(t, edgeAddr, 15*time.Second)
+	waitFor(t, tor, 10*time.Second, "all routes", allThere)
+
+	stuck.Lock()
+	// limit 1s + 2s; the session keeps its keepalives meanwhile.
+	waitFor(t, tor, 8*time.Second, "routes gone with the shut session", func(m map[netip.Prefix]testsvc.Route) bool { return len(m) == 0 })
+	if st, _ := tor.NeighborState(edgeAddr); st == "Established" {
+		t.Errorf("session %s while the watchdog holds it shut", st)
+	}
+	if v := gauge(t, s, "v6pod_bgp_watchdog_tripped", ""); v != 1 {
+		t.Errorf("v6pod_bgp_watchdog_tripped = %v", v)
+	}
+	stuck.Unlock()
+	tor.WaitEstablished(t, edgeAddr, 20*time.Second)
+	waitFor(t, tor, 10*time.Second, "routes back", allThere)
+}
+
+// The watchdog when GoBGP itself hangs (no API call answers): the
+// reconciler's probes time out, the watchdog cannot shut the sessions
+// through GoBGP, so it ends the process (here: the exit hook is called).
+func TestWatchdogGoBGPHangEndsProcess(t *testing.T) {
+	t.Parallel()
+	torAddr, edgeAddr := loopPair()
+	tor := testsvc.StartGoBGPD(t, testsvc.BGPPeerConfig{LocalAddr: torAddr, ASN: torASN, HoldTime: 3,
+		Neighbors: []testsvc.BGPNeighbor{{Addr: edgeAddr, ASN: edgeASN, Passive: true}}})
+	cfg := baseConfig(torAddr, tor.Port(), edgeAddr)
+	exited := make(chan struct{})
+	var once sync.Once
+	s, err := New(cfg, WithLogger(testLogger(t)), WithWatchdogExit(func() { once.Do(func() { close(exited) }) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.apiTimeout = 300 * time.Millisecond
+	var hung sync.RWMutex
+	s.testHookAPI = func(string) { hung.RLock(); hung.RUnlock() }
+	done := make(chan error, 1)
+	go func() { done <- s.Run(context.Background()) }()
+	tor.WaitEstablished(t, edgeAddr, 15*time.Second)
+	waitFor(t, tor, 10*time.Second, "all routes", allThere)
+	hung.Lock()
+	t.Cleanup(func() { s.Close(); <-done })
+	t.Cleanup(hung.Unlock) // runs first: GoBGP answers again so Close can stop it
+	select {
+	case <-exited:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the watchdog did not end the process while GoBGP hung")
+	}
+	if v := gauge(t, s, "v6pod_bgp_watchdog_trips_total", ""); v != 1 {
+		t.Errorf("v6pod_bgp_watchdog_trips_total = %v", v)
+	}
 }
