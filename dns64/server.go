@@ -7,6 +7,7 @@ package dns64
 import (
 	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -35,7 +36,8 @@ type Server struct {
 	cache *cache
 	now   func() time.Time
 
-	bufs sync.Pool
+	bufs    sync.Pool
+	cookies cookieSecret
 
 	flightsMu sync.Mutex
 	flights   map[string]*flight
@@ -79,6 +81,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		ready:   make(chan struct{}),
 		done:    make(chan struct{}),
 		flights: map[string]*flight{},
+		cookies: newCookieSecret(),
 	}
 	for _, o := range opts {
 		o(s)
@@ -305,6 +308,12 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		s.writeError(w, r, dns.RcodeBadVers, opt)
 		return
 	}
+	cookie, ok := clientCookie(opt)
+	if !ok {
+		// RFC 7873 section 5.2.2: a COOKIE option of a bad length.
+		s.writeError(w, r, dns.RcodeFormatError, opt)
+		return
+	}
 	q := r.Question[0]
 	switch q.Qtype {
 	case dns.TypeOPT:
@@ -344,7 +353,7 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	if s.cache != nil {
 		if e := s.cache.get(key, now); e != nil {
 			s.m.cacheHits.Inc()
-			s.writeEntry(w, r, e, now, opt != nil, maxSize)
+			s.writeEntry(w, r, e, now, opt != nil, cookie, maxSize)
 			return
 		}
 		s.m.cacheMisses.Inc()
@@ -373,7 +382,7 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		s.log.Debug("resolved", "qname", q.Name, "qtype", dns.TypeToString[q.Qtype], "do", do, "cd", cd,
 			"rcode", dns.RcodeToString[int(e.wire[3]&0xF)], "client", w.RemoteAddr().String(), "took", end.Sub(now))
 	}
-	s.writeEntry(w, r, e, end, opt != nil, maxSize)
+	s.writeEntry(w, r, e, end, opt != nil, cookie, maxSize)
 }
 
 // resolve finds the canonical answer to one question.
@@ -502,7 +511,7 @@ func newOPT(size int, do bool) *dns.OPT {
 // writeEntry sends a cached or fresh answer: ID, RD and question case from
 // the request, TTLs aged, OPT removed for clients without EDNS, and
 // truncated when it does not fit the client's UDP size.
-func (s *Server) writeEntry(w dns.ResponseWriter, r *dns.Msg, e *entry, now time.Time, edns bool, maxSize int) {
+func (s *Server) writeEntry(w dns.ResponseWriter, r *dns.Msg, e *entry, now time.Time, edns bool, cookie []byte, maxSize int) {
 	if e.xrcode && !edns {
 		// An extended rcode cannot be told without OPT.
 		s.writeError(w, r, dns.RcodeServerFailure, nil)
@@ -522,6 +531,9 @@ func (s *Server) writeEntry(w dns.ResponseWriter, r *dns.Msg, e *entry, now time
 	}
 	if !edns && e.optOff >= 0 {
 		binary.BigEndian.PutUint16(buf[10:], binary.BigEndian.Uint16(buf[10:])-1)
+	}
+	if edns && cookie != nil && e.optOff >= 0 {
+		buf = s.cookies.withCookie(buf, e.optOff, cookie, remoteIP(w), now)
 	}
 	rcode := int(buf[3] & 0xF)
 	if e.xrcode {
@@ -583,7 +595,12 @@ func (s *Server) writeError(w dns.ResponseWriter, r *dns.Msg, rcode int, opt *dn
 		m.Question = r.Question
 	}
 	if opt != nil || rcode > 0xF {
-		m.Extra = []dns.RR{newOPT(s.cfg.UDPSize, opt != nil && opt.Do())}
+		o := newOPT(s.cfg.UDPSize, opt != nil && opt.Do())
+		if client, ok := clientCookie(opt); ok && client != nil {
+			b := s.cookies.appendCookieOpt(nil, client, remoteIP(w), s.now())
+			o.Option = []dns.EDNS0{&dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: hex.EncodeToString(b[4:])}}
+		}
+		m.Extra = []dns.RR{o}
 	}
 	s.m.response(rcode)
 	if err := w.WriteMsg(m); err != nil {

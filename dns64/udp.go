@@ -115,7 +115,7 @@ func (u *udpServer) read() error {
 				continue
 			}
 			if u.s.cache != nil {
-				if ans, ok := u.fast(pkt, out[k].buf[:0], kb[:0]); ok {
+				if ans, ok := u.fast(pkt, out[k].buf[:0], kb[:0], from.Addr()); ok {
 					out[k].buf = ans
 					out[k].addr = from
 					k++
@@ -160,6 +160,7 @@ type wireQuery struct {
 	qEnd    int // end of the question name
 	edns    bool
 	udpSize int
+	cookie  []byte // the client cookie (RFC 7873), within the query
 	key     []byte
 }
 
@@ -214,7 +215,14 @@ func parseWireQuery(b []byte, kb []byte) (q wireQuery, ok bool) {
 		if b[off+7]&0x80 != 0 {
 			flags |= flagDO
 		}
-		off += 11 + int(binary.BigEndian.Uint16(b[off+9:]))
+		rdlen := int(binary.BigEndian.Uint16(b[off+9:]))
+		if off+11+rdlen > len(b) {
+			return q, false
+		}
+		if q.cookie, ok = findCookie(b[off+11 : off+11+rdlen]); !ok {
+			return q, false // bad options: the slow path answers FORMERR
+		}
+		off += 11 + rdlen
 	}
 	if off != len(b) {
 		return q, false
@@ -226,7 +234,7 @@ func parseWireQuery(b []byte, kb []byte) (q wireQuery, ok bool) {
 
 // fast builds the answer to a cache hit in out; it reports false to send
 // the query down the slow path.
-func (u *udpServer) fast(b, out, kb []byte) ([]byte, bool) {
+func (u *udpServer) fast(b, out, kb []byte, from netip.Addr) ([]byte, bool) {
 	s := u.s
 	q, ok := parseWireQuery(b, kb)
 	if !ok {
@@ -245,7 +253,8 @@ func (u *udpServer) fast(b, out, kb []byte) ([]byte, bool) {
 	if q.edns {
 		maxSize = min(q.udpSize, s.cfg.UDPSize)
 	}
-	if n > maxSize {
+	cookie := q.edns && q.cookie != nil && e.optOff >= 0
+	if n > maxSize || cookie && n+cookieOptLen > maxSize {
 		return out, false // needs truncating: slow path
 	}
 	out = append(out[:0], e.wire[:n]...)
@@ -260,6 +269,9 @@ func (u *udpServer) fast(b, out, kb []byte) ([]byte, bool) {
 	}
 	copy(out[12:q.qEnd], b[12:q.qEnd]) // the asker's letter case
 	e.age(out, n, now)
+	if cookie {
+		out = s.cookies.withCookie(out, e.optOff, q.cookie, from, now)
+	}
 	s.m.queries[0][qtypeIndex(q.qtype)].Inc()
 	s.m.cacheHits.Inc()
 	s.m.response(int(out[3] & 0xF))

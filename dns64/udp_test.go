@@ -2,6 +2,7 @@ package dns64
 
 import (
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -85,7 +86,7 @@ func TestUDPFastPathAllocs(t *testing.T) {
 	var kb [maxKeyLen]byte
 	allocs := testing.AllocsPerRun(200, func() {
 		var ok bool
-		if out, ok = u.fast(pkt, out, kb[:0]); !ok {
+		if out, ok = u.fast(pkt, out, kb[:0], netip.IPv6Loopback()); !ok {
 			t.Fatal("not a hit")
 		}
 	})
@@ -101,7 +102,7 @@ func BenchmarkUDPFastPathHit(b *testing.B) {
 	var kb [maxKeyLen]byte
 	b.ReportAllocs()
 	for b.Loop() {
-		out, _ = u.fast(pkt, out, kb[:0])
+		out, _ = u.fast(pkt, out, kb[:0], netip.IPv6Loopback())
 	}
 }
 
@@ -227,7 +228,8 @@ func TestFastPathMatchesServeDNS(t *testing.T) {
 	s, conn, _ := fastPathSetup(t)
 	u := s.newUDPServer(conn)
 	for _, name := range []string{"cname.test.", "CNAME.Test.", "dual.test.", "nx.test.", "v4only.TEST."} {
-		for _, o := range []qopt{{}, {noEDNS: true}, {do: true}, {cd: true}, {do: true, cd: true}, {size: 4096}} {
+		cookie := []dns.EDNS0{&dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: "0102030405060708"}}
+		for _, o := range []qopt{{}, {noEDNS: true}, {do: true}, {cd: true}, {do: true, cd: true}, {size: 4096}, {opts: cookie}, {do: true, opts: cookie}} {
 			for _, rd := range []bool{true, false} {
 				m := new(dns.Msg)
 				m.SetQuestion(name, dns.TypeAAAA)
@@ -235,12 +237,13 @@ func TestFastPathMatchesServeDNS(t *testing.T) {
 				m.CheckingDisabled = o.cd
 				if !o.noEDNS {
 					m.SetEdns0(max(o.size, 1232), o.do)
+					m.IsEdns0().Option = o.opts
 				}
 				s.ServeDNS(&recorder{}, m) // fill the cache
 				slow := &rawRecorder{}
 				s.ServeDNS(slow, m)
 				pkt, _ := m.Pack()
-				fast, ok := u.fast(pkt, nil, nil)
+				fast, ok := u.fast(pkt, nil, nil, netip.IPv6Loopback())
 				if !ok {
 					t.Fatalf("%s %+v rd=%v: fast path missed", name, o, rd)
 				}
