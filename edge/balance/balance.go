@@ -107,6 +107,7 @@ type Pool struct {
 
 	mu      sync.Mutex // serializes writers
 	builder maglev.Builder
+	ejectMu sync.Mutex // makes the max_ejected check and the ejection one step
 
 	// OnEject is called (if set) when an upstream is ejected.
 	OnEject func(u *Upstream, d time.Duration)
@@ -364,6 +365,11 @@ func (p *Pool) Failure(u *Upstream) time.Duration {
 	if int(u.fails.Add(1)) < h.MaxFails {
 		return 0
 	}
+	// Count and eject under one lock: two upstreams failing at once must
+	// not both pass the cap check (failures past MaxFails are rare, so
+	// the lock costs nothing on the hot path).
+	p.ejectMu.Lock()
+	defer p.ejectMu.Unlock()
 	now := p.now()
 	if u.Ejected(now) {
 		return 0

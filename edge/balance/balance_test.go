@@ -3,6 +3,7 @@ package balance
 import (
 	"fmt"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 )
@@ -181,6 +182,31 @@ func TestPickDoesNotAllocate(t *testing.T) {
 		c := clientAddr(42)
 		if n := testing.AllocsPerRun(100, func() { p.Pick(c, nil) }); n != 0 {
 			t.Errorf("%s: %v allocations per pick", pol, n)
+		}
+	}
+}
+
+// Upstreams failing at the same moment never take more than the share
+// out: the cap check and the ejection are one step. (The unlocked window
+// was a few instructions wide: this test rarely caught it, -race helps.)
+func TestConcurrentFailuresRespectTheShare(t *testing.T) {
+	for round := range 50 {
+		p := NewPool("app", P2C, Health{MaxFails: 1, EjectBase: time.Minute, EjectMax: time.Minute, MaxEjectedShare: 0.5})
+		p.Update(eps(16))
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for _, u := range p.Upstreams() {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				p.Failure(u)
+			}()
+		}
+		close(start)
+		wg.Wait()
+		if n := p.Ejected(); n > 8 {
+			t.Fatalf("round %d: %d of 16 ejected, cap 8", round, n)
 		}
 	}
 }
