@@ -19,12 +19,15 @@ const (
 	drainConsul = "consul"
 )
 
-// pollDrainFile drains while the drain file exists.
+// pollDrainFile drains while the drain file exists. Anything at the path
+// counts, a symlink included even when its target is gone (Lstat): an
+// operator who put something there meant to drain, and a dangling link
+// must not send traffic back.
 func (s *Speaker) pollDrainFile() {
 	if s.cfg.DrainFile == "" {
 		return
 	}
-	_, err := os.Stat(s.cfg.DrainFile)
+	_, err := os.Lstat(s.cfg.DrainFile)
 	switch {
 	case err == nil:
 		s.setDrain(drainFile, true)

@@ -821,3 +821,89 @@ func TestWatchdogGoBGPHangEndsProcess(t *testing.T) {
 		t.Errorf("v6pod_bgp_watchdog_trips_total = %v", v)
 	}
 }
+
+// The drain file: removed and recreated, replaced by a symlink whose
+// target is gone, its folder removed and recreated — the drain follows
+// the path's existence each time (the health loop polls it when inotify
+// loses the folder). No ToR here: the peer is unreachable, which must not
+// matter.
+func TestDrainFileRecreatedAndSymlink(t *testing.T) {
+	t.Parallel()
+	torAddr, edgeAddr := loopPair()
+	cfg := baseConfig(torAddr, 1, edgeAddr)
+	dir := filepath.Join(t.TempDir(), "run")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg.DrainFile = filepath.Join(dir, "drain")
+	s := run(t, cfg)
+	want := func(what string, on bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if got, _ := s.Draining(); got == on {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: draining = %v, want %v", what, !on, on)
+			}
+		}
+	}
+	write := func() {
+		if err := os.WriteFile(cfg.DrainFile, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want("no file", false)
+	write()
+	want("file created", true)
+	os.Remove(cfg.DrainFile)
+	want("file removed", false)
+	write()
+	want("file recreated", true)
+	os.Remove(cfg.DrainFile)
+	want("removed again", false)
+	if err := os.Symlink(filepath.Join(dir, "gone"), cfg.DrainFile); err != nil {
+		t.Fatal(err)
+	}
+	want("dangling symlink", true)
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	want("folder removed", false)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write()
+	want("folder and file recreated", true)
+}
+
+// A ToR that is unreachable when the speaker starts: no error, no crash,
+// the session shows down in the status and the metrics, the speaker keeps
+// retrying, and the routes arrive once the ToR is up.
+func TestToRUnreachableAtStart(t *testing.T) {
+	t.Parallel()
+	torAddr, edgeAddr := loopPair()
+	ln, err := net.Listen("tcp", torAddr+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close() // nothing listens there now
+	s := run(t, baseConfig(torAddr, port, edgeAddr))
+	time.Sleep(2500 * time.Millisecond) // a few connect retries (1s)
+	if st := s.Status(); st.Peers[0].State == "established" {
+		t.Fatalf("status: %+v", st.Peers[0])
+	}
+	if v := gauge(t, s, "v6pod_bgp_session_established", torAddr); v != 0 {
+		t.Errorf("v6pod_bgp_session_established = %v, want 0", v)
+	}
+	tor := testsvc.StartGoBGPD(t, testsvc.BGPPeerConfig{LocalAddr: torAddr, Port: port, ASN: torASN, HoldTime: 3,
+		Neighbors: []testsvc.BGPNeighbor{{Addr: edgeAddr, ASN: edgeASN, Passive: true}}})
+	tor.WaitEstablished(t, edgeAddr, 20*time.Second)
+	waitFor(t, tor, 10*time.Second, "all routes once the ToR is up", allThere)
+	for deadline := time.Now().Add(5 * time.Second); gauge(t, s, "v6pod_bgp_session_established", torAddr) != 1; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("v6pod_bgp_session_established not 1 after the session came up")
+		}
+	}
+}
