@@ -37,9 +37,14 @@ func (p *Path) translate4to6(in, out []byte, hairpin bool) Result {
 		return p.drop(dropBadAddress)
 	}
 	if ihl > 20 && hasSourceRoute(in[20:ihl]) {
-		// RFC 7915 section 4.1 would answer "source route failed"; we drop
-		// and count (documented in the README).
-		return p.drop(dropSourceRoute)
+		// RFC 7915 section 4.1: an unexpired source route is not
+		// translated; answer "source route failed" (type 3 code 5),
+		// counted as a drop too.
+		p.stats.drops[dropSourceRoute].Add(1)
+		if hairpin {
+			return Result{Verdict: Drop, Reason: dropSourceRoute}
+		}
+		return p.reply4(in, out, 3, 5, 0)
 	}
 	ff := be.Uint16(in[packet.IPv4FlagsFrag:])
 	mf := ff&packet.IPv4FlagMF != 0
@@ -217,7 +222,8 @@ func (p *Path) translate4to6(in, out []byte, hairpin bool) Result {
 
 func isICMP4Error(t uint8) bool { return t == 3 || t == 4 || t == 5 || t == 11 || t == 12 }
 
-// hasSourceRoute reports an LSRR or SSRR option (RFC 791).
+// hasSourceRoute reports an unexpired LSRR or SSRR option (RFC 791: its
+// pointer still within the option).
 func hasSourceRoute(opts []byte) bool {
 	for i := 0; i < len(opts); {
 		switch opts[i] {
@@ -227,7 +233,7 @@ func hasSourceRoute(opts []byte) bool {
 			i++
 			continue
 		case 131, 137:
-			return true
+			return i+2 < len(opts) && opts[i+1] >= 3 && opts[i+2] <= opts[i+1]
 		}
 		if i+1 >= len(opts) || opts[i+1] < 2 {
 			return false

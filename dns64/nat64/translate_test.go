@@ -55,6 +55,15 @@ func translationCases() []tcase {
 	innerPU := ip6(0, 17, 59, s6, c6, inUDP6)
 	badICMP := icmpMsg(nil, nil, 3, 3, 0, ip4(0, 0x1234, 0, 63, 17, p4, s4, frUDP4))
 	badICMP[2] ^= 0xff
+	withOpt := func(opt []byte) []byte {
+		b := ip4(0, 7, 0, 50, 17, s4, p4, cat(opt, inUDP4))
+		b[0] = 0x45 + byte(len(opt)/4)
+		binary.BigEndian.PutUint16(b[10:], 0)
+		binary.BigEndian.PutUint16(b[10:], csum(b[:20+len(opt)]))
+		return b
+	}
+	srIn := withOpt([]byte{131, 7, 4, 0, 0, 0, 0, 0})   // LSRR, pointer 4: one hop left
+	srDone := withOpt([]byte{137, 7, 8, 0, 0, 0, 0, 0}) // SSRR, pointer 8 > length 7: expired
 
 	return []tcase{
 		{
@@ -229,14 +238,13 @@ func translationCases() []tcase {
 			in: ip4(0, 0x5151, 3, 50, 17, s4, p4, inUDP4[24:])},
 		{name: "fragmented ICMP", rfc: "RFC 7915 4.2 (the ICMPv6 checksum needs the whole message)", reason: "icmp_fragment",
 			in: ip4(0, 9, mf, 50, 1, s4, p4, icmpMsg(nil, nil, 0, 0, ew4, eb)[:16])},
-		{name: "IPv4 source route", rfc: "RFC 7915 4.1 (LSRR/SSRR: dropped here, see README)", reason: "source_route",
-			in: func() []byte {
-				b := ip4(0, 7, 0, 50, 17, s4, p4, cat([]byte{131, 7, 4, 0, 0, 0, 0, 0}, inUDP4))
-				b[0] = 0x47
-				binary.BigEndian.PutUint16(b[10:], 0)
-				binary.BigEndian.PutUint16(b[10:], csum(b[:28]))
-				return b
-			}()},
+		{name: "IPv4 source route", rfc: "RFC 7915 4.1 (unexpired LSRR/SSRR: not translated, ICMPv4 source route failed, type 3 code 5)",
+			reply: true,
+			in:    srIn,
+			want:  [][]byte{ip4(0, 0x1234, 0, 64, 1, p4, s4, icmpMsg(nil, nil, 3, 5, 0, srIn))}},
+		{name: "IPv4 expired source route", rfc: "RFC 7915 4.1 (options are ignored; an expired source route too)",
+			in:   srDone,
+			want: [][]byte{ip6(0, 17, 49, s6, c6, inUDP6)}},
 		{name: "echo request to a static ICMP binding", rfc: "RFC 6146 3.5.3 (inbound echo through a static binding)",
 			in:   ip4(0, 9, 0, 50, 1, s4, p4, icmpMsg(nil, nil, 8, 0, ew4, eb)),
 			want: [][]byte{ip6(0, 58, 49, s6, c6, icmpMsg(s6, c6, 128, 0, ew, eb))}},
