@@ -579,6 +579,16 @@ func (s *Server) runChecks(ctx context.Context) {
 				}
 				return true
 			})
+			pruneChecked(last, s.table)
+		}
+	}
+}
+
+// pruneChecked forgets the check times of apps that left the table.
+func pruneChecked(last map[string]time.Time, t *route.Table) {
+	for app := range last {
+		if t.Pool(app) == nil {
+			delete(last, app)
 		}
 	}
 }
@@ -607,7 +617,7 @@ func probe(ctx context.Context, client *http.Client, c *Check, u *balance.Upstre
 		return false
 	}
 	resp.Body.Close()
-	return resp.StatusCode < 400
+	return resp.StatusCode >= 200 && resp.StatusCode < 400 // 2xx/3xx; a 101 is no health answer
 }
 
 // slogErrorLog adapts net/http's error log to slog (debug level: client

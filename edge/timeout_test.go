@@ -1,13 +1,18 @@
 package edge
 
 import (
+	"context"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/v6pod/v6pod/edge/balance"
+	"github.com/v6pod/v6pod/edge/route"
 )
 
 // An upstream that stops in the middle of a body: the read timeout cuts
@@ -204,4 +209,27 @@ func TestLengthResponseStreams(t *testing.T) {
 		got = append(got, buf[:n]...)
 	}
 	close(release)
+}
+
+// An HTTP check answered 101 (or anything outside 2xx/3xx) is a failed
+// check; check times of removed apps are forgotten.
+func TestProbeWantsTwoOrThreeHundred(t *testing.T) {
+	t.Parallel()
+	sw := rawUpstream(t, func(c net.Conn) { io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\n\r\n") })
+	ok := startUpstream(t, "ok", nil)
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	chk := &Check{Type: "http", Path: "/", Timeout: 5 * time.Second}
+	if probe(context.Background(), client, chk, balance.NewUpstream(sw.ap)) {
+		t.Error("a 101 answer passed the check")
+	}
+	if !probe(context.Background(), client, chk, balance.NewUpstream(ok.ap)) {
+		t.Error("a 200 answer failed the check")
+	}
+	tab := route.New(nil)
+	tab.SetApp("kept", []netip.AddrPort{ok.ap})
+	last := map[string]time.Time{"kept": time.Now(), "gone": time.Now()}
+	pruneChecked(last, tab)
+	if _, ok := last["gone"]; ok || len(last) != 1 {
+		t.Errorf("after pruning: %v", last)
+	}
 }
