@@ -907,3 +907,45 @@ func TestToRUnreachableAtStart(t *testing.T) {
 		}
 	}
 }
+
+// TCP-MD5 on the IPv6 session (the ToR inside a namespace): the session
+// comes up with the right key and carries the routes; with a wrong key it
+// never does.
+func TestIPv6SessionMD5(t *testing.T) {
+	testsvc.RequireRoot(t)
+	for _, kind := range []string{"bird", "gobgpd"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ns, host, inside := vethNetns(t)
+			tor := torFor(t, kind, testsvc.BGPPeerConfig{
+				LocalAddr: inside.String(), RouterID: "10.0.0.1", ASN: torASN, Netns: ns, HoldTime: 3,
+				Neighbors: []testsvc.BGPNeighbor{{Addr: host.String(), ASN: edgeASN, Passive: true, Password: "v6-md5-" + kind}},
+			})
+			cfg := baseConfig(inside.String(), tor.Port(), host.String())
+			cfg.Announce.NextHopV4, cfg.Announce.NextHopV6 = "", ""
+			cfg.Peers[0].Password = "v6-md5-" + kind
+			run(t, cfg)
+			tor.WaitEstablished(t, host.String(), 15*time.Second)
+			waitFor(t, tor, 10*time.Second, "all routes over the MD5 IPv6 session", allThere)
+		})
+	}
+	t.Run("wrong-key", func(t *testing.T) {
+		t.Parallel()
+		ns, host, inside := vethNetns(t)
+		tor := testsvc.StartGoBGPD(t, testsvc.BGPPeerConfig{
+			LocalAddr: inside.String(), RouterID: "10.0.0.1", ASN: torASN, Netns: ns, HoldTime: 3,
+			Neighbors: []testsvc.BGPNeighbor{{Addr: host.String(), ASN: edgeASN, Passive: true, Password: "right"}},
+		})
+		cfg := baseConfig(inside.String(), tor.Port(), host.String())
+		cfg.Announce.NextHopV4, cfg.Announce.NextHopV6 = "", ""
+		cfg.Peers[0].Password = "wrong"
+		s := run(t, cfg)
+		time.Sleep(3 * time.Second)
+		if st, _ := tor.NeighborState(host.String()); st == "Established" {
+			t.Fatal("session up with a wrong TCP-MD5 key")
+		}
+		if st := s.Status(); st.Peers[0].State == "established" {
+			t.Fatalf("status: %+v", st.Peers[0])
+		}
+	})
+}
