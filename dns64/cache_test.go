@@ -97,13 +97,7 @@ func TestCacheNegativeAnswers(t *testing.T) {
 	if n := up.count("nx.test.", dns.TypeAAAA); n != 1 {
 		t.Errorf("NXDOMAIN asked upstream %d times, want 1 (cached for the SOA TTL)", n)
 	}
-	// SERVFAIL is not cached.
-	for range 2 {
-		ask(t, s.Addr(), "servfail.test.", dns.TypeA, qopt{})
-	}
-	if n := up.count("servfail.test.", dns.TypeA); n < 2 {
-		t.Errorf("SERVFAIL cached: upstream asked %d times", n)
-	}
+	// SERVFAIL is cached only briefly: TestSERVFAILCachedBriefly.
 }
 
 func TestCacheBounded(t *testing.T) {
@@ -233,5 +227,28 @@ func TestNegativeTTLFromSOAMinimum(t *testing.T) {
 	ask(t, s.Addr(), "nodata.test.", dns.TypeA, qopt{})
 	if up.count("nodata.test.", dns.TypeA) != before+1 {
 		t.Error("negative answer cached beyond min(SOA TTL, MINIMUM)")
+	}
+}
+
+// A SERVFAIL answer is cached for failureTTL (RFC 9520): clients of a
+// broken domain do not make the upstreams ask it again for every query;
+// after that it is asked again.
+func TestSERVFAILCachedBriefly(t *testing.T) {
+	t.Parallel()
+	up := startUpstream(t)
+	clk := &fakeClock{now: time.Unix(1_800_000_000, 0)}
+	s := startServer(t, testConfig(up.addr), WithClock(clk.Now))
+	for range 5 {
+		if m := ask(t, s.Addr(), "servfail.test.", dns.TypeAAAA, qopt{}); m.Rcode != dns.RcodeServerFailure {
+			t.Fatalf("rcode %s", dns.RcodeToString[m.Rcode])
+		}
+	}
+	if n := up.count("servfail.test.", dns.TypeA); n != 1 {
+		t.Errorf("upstream asked %d times within the failure TTL, want 1", n)
+	}
+	clk.Add(failureTTL)
+	ask(t, s.Addr(), "servfail.test.", dns.TypeAAAA, qopt{})
+	if n := up.count("servfail.test.", dns.TypeA); n != 2 {
+		t.Errorf("upstream asked %d times after the failure TTL, want 2", n)
 	}
 }

@@ -367,7 +367,14 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		if err != nil {
 			return nil, err
 		}
-		if s.cache != nil && e.expires.After(now) && (a.rcode == dns.RcodeSuccess || a.rcode == dns.RcodeNameError) {
+		if s.cache != nil && a.rcode == dns.RcodeServerFailure {
+			// RFC 9520: a resolution failure is cached for a short
+			// while, so that a broken domain's clients do not make
+			// every upstream ask its servers again for each query.
+			e.expires = now.Add(failureTTL)
+		}
+		if s.cache != nil && e.expires.After(now) &&
+			(a.rcode == dns.RcodeSuccess || a.rcode == dns.RcodeNameError || a.rcode == dns.RcodeServerFailure) {
 			s.cache.put(e)
 		}
 		return e, nil
@@ -384,6 +391,10 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	}
 	s.writeEntry(w, r, e, end, opt != nil, cookie, maxSize)
 }
+
+// failureTTL is how long a SERVFAIL answer is cached (RFC 9520 section
+// 3.2: at least 1 second, at most 5 minutes).
+const failureTTL = 2 * time.Second
 
 // resolve finds the canonical answer to one question.
 func (s *Server) resolve(q dns.Question, do, cd bool) *answer {
