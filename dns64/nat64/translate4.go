@@ -54,15 +54,15 @@ func (p *Path) translate4to6(in, out []byte, hairpin bool) Result {
 	proto := in[packet.IPv4Protocol]
 	l4 := in[ihl:]
 	ttl := in[packet.IPv4TTL]
+	// RFC 7915 4.1: TTL exhausted -> ICMPv4 time exceeded, never about an
+	// ICMP error or a non-first fragment; and only once the packet passed
+	// filtering and found its state (RFC 6146 section 3.5), so that
+	// unsolicited packets get no answer.
+	expired := !hairpin && ttl <= 1
 	if hairpin {
 		ttl++ // decremented once, by the first half
-	} else if ttl <= 1 {
-		// RFC 7915 4.1: TTL exhausted -> ICMPv4 time exceeded, never about
-		// an ICMP error or a non-first fragment.
-		if fragOff != 0 || proto == protoICMP && (len(l4) < 1 || isICMP4Error(l4[0])) {
-			return p.drop(dropHopLimit)
-		}
-		return p.reply4(in, out, 11, 0, 0)
+	} else if expired && (fragOff != 0 || proto == protoICMP && (len(l4) < 1 || isICMP4Error(l4[0]))) {
+		return p.drop(dropHopLimit)
 	}
 	h := packet.IPv6Fields{
 		TrafficClass: in[packet.IPv4TOS],
@@ -143,6 +143,9 @@ func (p *Path) translate4to6(in, out []byte, hairpin bool) Result {
 		} else {
 			t.tab.touch(s, now)
 		}
+		if expired {
+			return p.reply4(in, out, 11, 0, 0)
+		}
 		h.Dst = s.b.v6
 		o := out[hl : hl+len(l4)]
 		copy(o, l4)
@@ -196,6 +199,9 @@ func (p *Path) translate4to6(in, out []byte, hairpin bool) Result {
 				}
 			}
 			t.tab.touch(s, now)
+			if expired {
+				return p.reply4(in, out, 11, 0, 0)
+			}
 			h.Dst = s.b.v6
 			o := out[hl : hl+len(l4)]
 			copy(o, l4)

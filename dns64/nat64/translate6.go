@@ -109,13 +109,13 @@ walk:
 	}
 	l4 := in[off:]
 	hop := in[packet.IPv6HopLimit]
-	if hop <= 1 {
-		// RFC 7915 5.1: hop limit exhausted -> ICMPv6 time exceeded, but
-		// never about an ICMP error or a non-first fragment.
-		if fragOff != 0 || nh == protoICMPv6 && (len(l4) < 1 || l4[0] < 128) {
-			return p.drop(dropHopLimit)
-		}
-		return p.reply6(in, out, 3, 0, 0)
+	// RFC 7915 5.1: hop limit exhausted -> ICMPv6 time exceeded, but never
+	// about an ICMP error or a non-first fragment; and only once the
+	// packet passed filtering and found its state (RFC 6146 section 3.5:
+	// translation, where the hop limit is decremented, comes after).
+	expired := hop <= 1
+	if expired && (fragOff != 0 || nh == protoICMPv6 && (len(l4) < 1 || l4[0] < 128)) {
+		return p.drop(dropHopLimit)
 	}
 	if 20+len(l4) > len(out) {
 		return p.drop(dropTooBig)
@@ -200,6 +200,9 @@ walk:
 		} else {
 			t.tab.touch(s, now)
 		}
+		if expired {
+			return p.reply6(in, out, 3, 0, 0)
+		}
 		old := be.Uint16(l4[csumOff:])
 		if nh == protoUDP && old == 0 {
 			// RFC 8200 section 8.1: IPv6 UDP must carry a checksum.
@@ -254,6 +257,9 @@ walk:
 				}
 			}
 			t.tab.touch(s, now)
+			if expired {
+				return p.reply6(in, out, 3, 0, 0)
+			}
 			h.Src = s.b.v4
 			packet.IPv4(out).Encode(&h)
 			o := out[20 : 20+len(l4)]

@@ -206,6 +206,8 @@ func translationCases() []tcase {
 			in: ip4(0, 1, 0, 60, 1, r4, p4, badICMP)},
 		{name: "hairpin to pool4 without a binding", rfc: "RFC 6146 3.8 (hairpinned, then dropped as an inbound packet without a BIB entry)", from6: true, reason: "no_binding",
 			in: ip6(0, 17, 64, c6, a6("64:ff9b::c633:6402"), udpSeg(c6, a6("64:ff9b::c633:6402"), 1234, 53, data))},
+		{name: "ttl 1 without a binding 4to6", rfc: "RFC 6146 3.5 (filtering before translation: an unsolicited packet gets no time exceeded) and RFC 7915 4.1", reason: "no_binding",
+			in: ip4(0, 7, 0, 1, 17, s4, a4("198.51.100.2"), udpSeg(s4, a4("198.51.100.2"), 53, 5555, data))},
 		{name: "pool4 source from IPv4", rfc: "RFC 6146 3.8 (only hairpinned packets come from pool4; from outside it is spoofed)", reason: "bad_address",
 			in: ip4(0, 7, 0, 50, 17, a4("198.51.100.2"), p4, udpSeg(a4("198.51.100.2"), p4, 53, 40000, data))},
 		{
