@@ -711,7 +711,7 @@ func gauge(t *testing.T, s *Speaker, name, label string) float64 {
 			}
 			for _, l := range m.GetLabel() {
 				if l.GetValue() == label {
-					return m.GetGauge().GetValue()
+					return m.GetGauge().GetValue() + m.GetCounter().GetValue()
 				}
 			}
 		}
@@ -948,4 +948,40 @@ func TestIPv6SessionMD5(t *testing.T) {
 			t.Fatalf("status: %+v", st.Peers[0])
 		}
 	})
+}
+
+// A flapping VIP does not turn into a stream of Consul writes: the status
+// key is written at most about once a second, and ends up current.
+func TestStatusWritesRateLimited(t *testing.T) {
+	t.Parallel()
+	consul := testsvc.StartConsul(t)
+	torAddr, edgeAddr := loopPair()
+	cfg := baseConfig(torAddr, 1, edgeAddr) // no ToR: not needed here
+	cfg.Consul = consul.URL("v6pod")
+	cfg.Node = "flappy"
+	s := run(t, cfg)
+	vip := netip.MustParsePrefix(vip4)
+	start := time.Now()
+	for i := 0; time.Since(start) < 3*time.Second; i++ {
+		s.SetReady(vip, i%2 == 0)
+		time.Sleep(5 * time.Millisecond)
+	}
+	s.SetReady(vip, false)
+	el := time.Since(start)
+	// The first write at start, then at most one a second (+ slack for
+	// the once-a-minute refresh and retries).
+	if n := gauge(t, s, "v6pod_bgp_status_writes_total", "ok"); n > el.Seconds()+3 {
+		t.Errorf("%v status writes in %s of flapping, want about one a second", n, el.Round(time.Millisecond))
+	}
+	kv := consul.Client().KV()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var st Status
+		if pair, _, err := kv.Get("v6pod/edges/flappy/bgp", nil); err == nil && pair != nil && json.Unmarshal(pair.Value, &st) == nil &&
+			len(st.Prefixes) > 0 && !st.Prefixes[0].Ready {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the status key does not show the last state")
+		}
+	}
 }

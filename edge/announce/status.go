@@ -113,14 +113,25 @@ func (s *Speaker) markStatus() {
 	}
 }
 
+// Status writes are coalesced: a change is written 100ms after it, and
+// never sooner than statusMinInterval after the previous write, so a
+// flapping VIP or session costs Consul (a Raft write each) at most one
+// write a second per node.
+const (
+	statusSettle      = 100 * time.Millisecond
+	statusMinInterval = time.Second
+)
+
 // statusLoop writes the status to Consul after every change (coalescing
-// changes within 100ms) and once a minute; a failed write is retried.
+// changes, see statusMinInterval) and once a minute; a failed write is
+// retried.
 func (s *Speaker) statusLoop(ctx context.Context) {
 	if s.consul == nil {
 		return
 	}
 	kv := s.consul.KV()
 	var last []byte
+	var lastWrite time.Time
 	retry := time.Duration(0)
 	refresh := time.NewTicker(time.Minute)
 	defer refresh.Stop()
@@ -145,6 +156,7 @@ func (s *Speaker) statusLoop(ctx context.Context) {
 		}
 		retry = 0
 		last = b
+		lastWrite = time.Now()
 		s.m.statusWrites.WithLabelValues("ok").Inc()
 	}
 	write(true)
@@ -157,10 +169,11 @@ func (s *Speaker) statusLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-s.statusKick:
+			wait := max(statusSettle, time.Until(lastWrite.Add(statusMinInterval)))
 			select {
 			case <-ctx.Done():
 				continue
-			case <-time.After(100 * time.Millisecond):
+			case <-time.After(wait):
 			}
 			write(false)
 		case <-retryC:
