@@ -194,3 +194,26 @@ func TestEDNSOptionsNotForwarded(t *testing.T) {
 		t.Errorf("upstream got %d queries with EDNS options", n)
 	}
 }
+
+// Extended DNS Errors (RFC 8914) of the upstream's answer reach EDNS
+// clients with it, from the cache too; other upstream options do not.
+func TestExtendedDNSErrorsPassed(t *testing.T) {
+	t.Parallel()
+	up := startUpstream(t)
+	s := startServer(t, testConfig(up.addr))
+	for _, o := range []qopt{{}, {}, {tcp: true}, {do: true}} {
+		for _, qt := range []uint16{dns.TypeA, dns.TypeTXT} {
+			m := ask(t, s.Addr(), "bogus.test.", qt, o)
+			opt := m.IsEdns0()
+			if m.Rcode != dns.RcodeServerFailure || opt == nil || len(opt.Option) != 1 {
+				t.Fatalf("%s %+v: %v", dns.TypeToString[qt], o, m)
+			}
+			if e, ok := opt.Option[0].(*dns.EDNS0_EDE); !ok || e.InfoCode != dns.ExtendedErrorCodeDNSBogus || e.ExtraText != "signature expired" {
+				t.Errorf("%s %+v: option %v", dns.TypeToString[qt], o, opt.Option[0])
+			}
+		}
+	}
+	if m := ask(t, s.Addr(), "bogus.test.", dns.TypeA, qopt{noEDNS: true}); m.Rcode != dns.RcodeServerFailure || m.IsEdns0() != nil {
+		t.Errorf("no EDNS: %v", m)
+	}
+}

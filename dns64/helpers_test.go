@@ -48,6 +48,7 @@ big       300 IN A 1.2.3.15
 // serving testZone, with a few misbehaving names:
 //   - servfail-aaaa.test answers SERVFAIL to AAAA queries only;
 //   - servfail.test and refused.test answer SERVFAIL / REFUSED to all;
+//   - bogus.test answers SERVFAIL with an Extended DNS Error;
 //   - xrcode.test answers the extended rcode 24, badcookie.test BADCOOKIE;
 //   - big.test has 60 AAAA records: over UDP it always answers truncated,
 //     so the full answer needs TCP.
@@ -201,6 +202,16 @@ func (u *testUpstream) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		return
 	case name == "xrcode.test." && opt != nil:
 		m.Rcode = 24 // an extended rcode not about the hop (none is assigned yet)
+		w.WriteMsg(m)
+		return
+	case name == "bogus.test." && opt != nil:
+		// A validating upstream: SERVFAIL with an Extended DNS Error, and
+		// an ECS that must not reach the client.
+		m.Rcode = dns.RcodeServerFailure
+		m.IsEdns0().Option = []dns.EDNS0{
+			&dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeDNSBogus, ExtraText: "signature expired"},
+			&dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: 24, SourceScope: 24, Address: net.IPv4(198, 51, 100, 0)},
+		}
 		w.WriteMsg(m)
 		return
 	case name == "badcookie.test." && opt != nil:

@@ -459,6 +459,9 @@ func (s *Server) makeEntry(key string, q dns.Question, a *answer, do, cd bool, n
 		Ns:       ns,
 		Extra:    append(a.extra[:len(a.extra):len(a.extra)], newOPT(s.cfg.UDPSize, do)),
 	}
+	if len(a.ede) > 0 {
+		m.Extra[len(m.Extra)-1].(*dns.OPT).Option = a.ede
+	}
 	wire, err := m.Pack()
 	if err != nil {
 		return nil, err

@@ -74,7 +74,8 @@ type answer struct {
 	rcode  int
 	ad     bool
 	an, ns []dns.RR
-	extra  []dns.RR // without OPT
+	extra  []dns.RR    // without OPT
+	ede    []dns.EDNS0 // Extended DNS Errors of the upstream's answer
 }
 
 func fromUpstream(m *dns.Msg) *answer {
@@ -88,6 +89,15 @@ func fromUpstream(m *dns.Msg) *answer {
 	for _, rr := range m.Extra {
 		if rr.Header().Rrtype != dns.TypeOPT {
 			a.extra = append(a.extra, rr)
+			continue
+		}
+		// Extended DNS Errors (RFC 8914) tell why the answer is what it
+		// is (DNSSEC bogus, blocked, stale...): they go with the answer.
+		// Every other option is about our hop to the upstream.
+		for _, o := range rr.(*dns.OPT).Option {
+			if e, ok := o.(*dns.EDNS0_EDE); ok && len(a.ede) < 4 {
+				a.ede = append(a.ede, e)
+			}
 		}
 	}
 	return a
