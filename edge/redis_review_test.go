@@ -2,6 +2,8 @@ package edge
 
 import (
 	"context"
+	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -103,4 +105,58 @@ func TestNotReadyWithoutApps(t *testing.T) {
 	up := startUpstream(t, "up", nil)
 	writePods(t, path, map[string]string{"h.test": "app"}, map[string][]*upstream{"app": {up}})
 	waitFor(t, 10*time.Second, "ready with an app", s.Ready)
+}
+
+// countHandler counts log records by message at warning level.
+type countHandler struct {
+	mu    sync.Mutex
+	warns map[string]int
+}
+
+func (h *countHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		h.mu.Lock()
+		h.warns[r.Message]++
+		h.mu.Unlock()
+	}
+	return nil
+}
+func (h *countHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countHandler) WithGroup(string) slog.Handler      { return h }
+
+func (h *countHandler) count(msg string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.warns[msg]
+}
+
+// The same bad members, read again by every resync, are warned about once
+// (and counted every time); a new problem warns again.
+func TestRedisBadMembersWarnOncePerChange(t *testing.T) {
+	t.Parallel()
+	r := testsvc.StartRedis(t)
+	rc := r.Client()
+	ctx := context.Background()
+	good := startUpstream(t, "good", nil)
+	rc.SAdd(ctx, "v6pod:app:shop:upstreams", "not-an-ip", good.ap.String())
+	rc.Set(ctx, "v6pod:host:www.shop.test", "shop", 0)
+	h := &countHandler{warns: map[string]int{}}
+	s := startEdge(t, Config{Source: r.URL(), Resync: 100 * time.Millisecond}, WithLogger(slog.New(h)))
+	st := s.Source().Stats()
+	const msg = "edge source: bad upstream members skipped"
+	waitFor(t, 10*time.Second, "three full loads", func() bool { return st.FullLoads.Load() >= 3 })
+	if n := h.count(msg); n != 1 {
+		t.Fatalf("%d warnings for the same bad member over %d loads, want 1", n, st.FullLoads.Load())
+	}
+	if n := st.BadMembers.Load(); n < 3 {
+		t.Errorf("bad members counted %d times, want one per load", n)
+	}
+	rc.SAdd(ctx, "v6pod:app:shop:upstreams", "[::1")
+	waitFor(t, 10*time.Second, "a warning for the new bad member", func() bool { return h.count(msg) == 2 })
+	loads := st.FullLoads.Load()
+	waitFor(t, 10*time.Second, "more loads", func() bool { return st.FullLoads.Load() >= loads+2 })
+	if n := h.count(msg); n != 2 {
+		t.Fatalf("%d warnings, want 2", n)
+	}
 }

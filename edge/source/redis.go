@@ -34,6 +34,25 @@ type Redis struct {
 	stats  Stats
 
 	refusal string // why the last full load was refused ("" when applied)
+
+	// warned holds what was last warned about per bad entry ("app:shop",
+	// "host:x"), so that a resync repeating the same problem logs it at
+	// debug level only; rebuilt by every full load (entries that went
+	// away are forgotten).
+	warned, prevWarned map[string]string
+}
+
+// warnOnce logs at warning level when sig is new for key, else at debug.
+func (r *Redis) warnOnce(key, sig, msg string, args ...any) {
+	lvl := slog.LevelWarn
+	if r.prevWarned[key] == sig || r.warned[key] == sig {
+		lvl = slog.LevelDebug
+	}
+	if r.warned == nil {
+		r.warned = map[string]string{}
+	}
+	r.warned[key] = sig
+	r.o.logger().Log(context.Background(), lvl, msg, args...)
 }
 
 // RefusedError is a full load that was read but not applied, because it
@@ -280,12 +299,12 @@ func (r *Redis) goodHost(host, app string) bool {
 	app = strings.TrimSpace(app)
 	if err := model.CheckHost(host); err != nil {
 		r.stats.BadMembers.Add(1)
-		r.o.logger().Warn("edge source: bad host name skipped", "source", r.name, "host", host, "err", err)
+		r.warnOnce("host:"+host, err.Error(), "edge source: bad host name skipped", "source", r.name, "host", host, "err", err)
 		return false
 	}
 	if err := model.CheckName(app); err != nil {
 		r.stats.BadMembers.Add(1)
-		r.o.logger().Warn("edge source: bad app name skipped", "source", r.name, "host", host, "err", err)
+		r.warnOnce("host:"+host, err.Error(), "edge source: bad app name skipped", "source", r.name, "host", host, "err", err)
 		return false
 	}
 	return true
@@ -310,7 +329,8 @@ func (r *Redis) parseMembers(app string, members []string) []netip.AddrPort {
 	}
 	if bad > 0 {
 		r.stats.BadMembers.Add(uint64(bad))
-		r.o.logger().Warn("edge source: bad upstream members skipped", "source", r.name, "app", app, "bad", bad, "good", len(eps), "first", first)
+		r.warnOnce("app:"+app, fmt.Sprintf("%d %v", bad, first),
+			"edge source: bad upstream members skipped", "source", r.name, "app", app, "bad", bad, "good", len(eps), "first", first)
 	}
 	return eps
 }
@@ -331,6 +351,9 @@ func (r *Redis) FullLoad(ctx context.Context, client *redis.Client, sink Sink) e
 	if why != "" {
 		return r.refuse(why)
 	}
+	// Warnings of the previous load are remembered for this one only.
+	r.prevWarned, r.warned = r.warned, nil
+	defer func() { r.prevWarned = nil }()
 	appPrefix, hostPrefix := r.prefix+"app:", r.prefix+"host:"
 	var appKeys, hostKeys []string
 	it := client.Scan(ctx, 0, r.prefix+"*", 1000).Iterator()
