@@ -66,3 +66,26 @@ func TestHairpinning(t *testing.T) {
 		}
 	}
 }
+
+// A hairpinned TCP super-packet (TSO) stays one: IPv6 in, IPv6 out, GSO
+// TCPv6, its partial checksum moved to the new pseudo-header.
+func TestHairpinOffload(t *testing.T) {
+	tr, p, _ := newTestTranslator(t, testConfig())
+	out := make([]byte, 70000)
+	c6b := a6("2001:db8::2")
+	dst := a6("64:ff9b::c633:6401")
+	if r := p.Translate6to4(ip6(0, 6, 64, c6b, dst, tcpSeg(c6b, dst, 5555, 40000, tcpSYN, nil)), out); r.Verdict != Forward {
+		t.Fatalf("SYN: %+v (%s)", r, r.ReasonName())
+	}
+	b := tr.tab.bib6[makeBibKey6(protoTCP, c6b, 5555)]
+	src := tr.prefix.Embed(b.v4)
+	data := bytesN(5000, 9)
+	in := cat(vnet(vnetNeedsCsum, gsoTCPv6|gsoECN, 60, 1440, 40, 16),
+		ip6(0, 6, 64, c6b, dst, withPartial(tcpSeg(c6b, dst, 5555, 40000, tcpACK, data), 16, c6b, dst, 6, 0)))
+	want := cat(vnet(vnetNeedsCsum, gsoTCPv6|gsoECN, 60, 1440, 40, 16),
+		ip6(0, 6, 63, src[:], c6, withPartial(tcpSeg(src[:], c6, b.port4, 1234, tcpACK, data), 16, src[:], c6, 6, 0)))
+	r := p.TranslateOffload(in, out)
+	if r.Verdict != Forward || r.Parts != 1 || string(out[:r.Len]) != string(want) {
+		t.Fatalf("%+v (%s)\n got % x\nwant % x", r, r.ReasonName(), out[:min(r.Len, 120)], want[:120])
+	}
+}

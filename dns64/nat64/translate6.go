@@ -103,6 +103,17 @@ walk:
 			fragID = be.Uint32(in[off+4:])
 			frag = fragOff != 0 || mf // an atomic fragment is a whole packet
 			off += 8
+			if frag {
+				// What follows is the fragmentable part: in a non-first
+				// fragment it is data, not headers; extension headers in
+				// a first fragment would shift the IPv4 offsets of the
+				// others. Only the upper-layer header may follow.
+				switch nh {
+				case packet.ProtoHopByHop, packet.ProtoDestOpts, packet.ProtoRouting, packet.ProtoFragment:
+					return p.drop(dropUnknownProto)
+				}
+				break walk
+			}
 		default:
 			break walk
 		}

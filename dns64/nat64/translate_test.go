@@ -208,6 +208,8 @@ func translationCases() []tcase {
 			in: ip6(0, 17, 64, c6, a6("64:ff9b::c633:6402"), udpSeg(c6, a6("64:ff9b::c633:6402"), 1234, 53, data))},
 		{name: "ttl 1 without a binding 4to6", rfc: "RFC 6146 3.5 (filtering before translation: an unsolicited packet gets no time exceeded) and RFC 7915 4.1", reason: "no_binding",
 			in: ip4(0, 7, 0, 1, 17, s4, a4("198.51.100.2"), udpSeg(s4, a4("198.51.100.2"), 53, 5555, data))},
+		{name: "extension header after a fragment header", rfc: "RFC 7915 5.1.1 (the fragmentable part is the upper-layer payload: a destination options header there is not translated)", from6: true, reason: "unknown_protocol",
+			in: ip6(0, 44, 64, c6, s6, cat(fragHdr(60, 24, false, 0xabcd0002), []byte{17, 0, 1, 4, 0, 0, 0, 0}, frUDP6[24:]))},
 		{name: "pool4 source from IPv4", rfc: "RFC 6146 3.8 (only hairpinned packets come from pool4; from outside it is spoofed)", reason: "bad_address",
 			in: ip4(0, 7, 0, 50, 17, a4("198.51.100.2"), p4, udpSeg(a4("198.51.100.2"), p4, 53, 40000, data))},
 		{
