@@ -93,6 +93,42 @@ func TestUDPFastPathAllocs(t *testing.T) {
 	if allocs != 0 {
 		t.Errorf("%v allocations per hit", allocs)
 	}
+	cpkt := cookieQuery(t, pkt)
+	allocs = testing.AllocsPerRun(200, func() {
+		var ok bool
+		if out, ok = u.fast(cpkt, out, kb[:0], netip.IPv6Loopback()); !ok {
+			t.Fatal("not a hit with a cookie")
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per hit with a cookie", allocs)
+	}
+}
+
+// cookieQuery is pkt with a client COOKIE option.
+func cookieQuery(tb testing.TB, pkt []byte) []byte {
+	m := new(dns.Msg)
+	if err := m.Unpack(pkt); err != nil {
+		tb.Fatal(err)
+	}
+	m.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: "0102030405060708"}}
+	b, err := m.Pack()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+func BenchmarkUDPFastPathHitCookie(b *testing.B) {
+	s, conn, pkt := fastPathSetup(b)
+	u := s.newUDPServer(conn)
+	pkt = cookieQuery(b, pkt)
+	out := make([]byte, 0, 4096)
+	var kb [maxKeyLen]byte
+	b.ReportAllocs()
+	for b.Loop() {
+		out, _ = u.fast(pkt, out, kb[:0], netip.IPv6Loopback())
+	}
 }
 
 func BenchmarkUDPFastPathHit(b *testing.B) {
