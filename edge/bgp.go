@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
 
@@ -32,6 +33,10 @@ type Announcer struct {
 	srv  atomic.Pointer[Server]
 	mu   sync.Mutex // serializes pushes of readiness
 }
+
+// withdrawSendWait is how long the speaker's Shutdown may wait for its
+// withdrawals to be written to the sessions.
+const withdrawSendWait = 2 * time.Second
 
 // NewAnnouncer builds the speaker of a `bgp:` section. What the section
 // leaves out comes from the edge configuration: the node name, and the
@@ -70,8 +75,12 @@ func NewAnnouncer(bgp announce.Config, edge Config, log *slog.Logger) (*Announce
 	if err := bgp.Validate(); err != nil {
 		return nil, fmt.Errorf("edge: bgp: %w", err)
 	}
-	if w := bgp.GracefulShutdownWait; w >= ec.Drain.Timeout {
-		return nil, fmt.Errorf("edge: bgp.graceful_shutdown_wait %s must be shorter than drain.timeout %s (the withdrawal has to happen before the listeners close)", w, ec.Drain.Timeout)
+	// The drain's one deadline covers the 65535:0 wait, the withdrawal
+	// being sent (up to withdrawSendWait), drain.delay and the in-flight
+	// requests: when the first three do not fit, the listeners would be
+	// closed hard while the routes still point here.
+	if w, d := bgp.GracefulShutdownWait, ec.Drain.Delay; w+withdrawSendWait+d >= ec.Drain.Timeout {
+		return nil, fmt.Errorf("edge: bgp.graceful_shutdown_wait %s + %s to send the withdrawal + drain.delay %s must be shorter than drain.timeout %s (the withdrawal has to happen before the listeners close)", w, withdrawSendWait, d, ec.Drain.Timeout)
 	}
 	a := &Announcer{vips: bgp.Prefixes(), log: log}
 	for _, v := range a.vips {

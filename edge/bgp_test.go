@@ -263,6 +263,18 @@ func TestNewAnnouncerChecksDrainTimeout(t *testing.T) {
 	if err == nil {
 		t.Fatal("a graceful_shutdown_wait longer than drain.timeout was accepted")
 	}
+	// 28s + 2s to send + 1s delay do not fit in 30s either: the listeners
+	// would close hard before the drain's deadline.
+	bgp.GracefulShutdownWait = 28 * time.Second
+	ec := Config{Node: "n1", Listen: []Listener{{Addr: "[::]:80"}}}
+	ec.Drain.Delay = time.Second
+	if _, err := NewAnnouncer(bgp, ec, nil); err == nil || !strings.Contains(err.Error(), "drain.delay") {
+		t.Fatalf("wait + send + delay beyond drain.timeout: %v", err)
+	}
+	bgp.GracefulShutdownWait = 20 * time.Second
+	if _, err := NewAnnouncer(bgp, ec, nil); err != nil {
+		t.Fatalf("20s wait in a 30s drain: %v", err)
+	}
 }
 
 // NewWithBGP is Main's wiring: without a bgp section it is New and Run;
