@@ -217,3 +217,43 @@ func TestExtendedDNSErrorsPassed(t *testing.T) {
 		t.Errorf("no EDNS: %v", m)
 	}
 }
+
+// tcp_max_connections bounds the open TCP connections: beyond it a new
+// connection is not served until another one closes.
+func TestTCPMaxConnections(t *testing.T) {
+	t.Parallel()
+	up := startUpstream(t)
+	cfg := testConfig(up.addr)
+	cfg.TCPMaxConns = 1
+	s := startServer(t, cfg)
+	q := new(dns.Msg)
+	q.SetQuestion("v4only.test.", dns.TypeAAAA)
+	c1, err := dns.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	if err := c1.WriteMsg(q); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c1.ReadMsg(); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := dns.Dial("tcp", s.Addr()) // accepted by the kernel, not by us
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if err := c2.WriteMsg(q); err != nil {
+		t.Fatal(err)
+	}
+	c2.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if m, err := c2.ReadMsg(); err == nil {
+		t.Fatalf("second connection served beyond the limit: %v", m)
+	}
+	c1.Close()
+	c2.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if m, err := c2.ReadMsg(); err != nil || len(aaaas(m)) != 1 {
+		t.Fatalf("second connection after the first closed: %v %v", m, err)
+	}
+}

@@ -67,6 +67,10 @@ type Config struct {
 	// misses waiting on upstreams); beyond it queries are dropped and the
 	// clients retry. Default 10000.
 	MaxConcurrent int `yaml:"max_concurrent"`
+	// TCPMaxConns bounds the open TCP connections; beyond it new ones
+	// wait in the kernel's backlog until one closes (idle ones close
+	// after 10 s). Default 1024.
+	TCPMaxConns int `yaml:"tcp_max_connections"`
 
 	// UDPSize is the EDNS0 payload size advertised to clients and
 	// upstreams, and the largest UDP answer sent. Default 1232.
@@ -201,6 +205,9 @@ func (c *Config) applyDefaults() {
 	if c.MaxConcurrent == 0 {
 		c.MaxConcurrent = 10000
 	}
+	if c.TCPMaxConns == 0 {
+		c.TCPMaxConns = 1024
+	}
 	if c.Cache.MaxEntries == 0 {
 		c.Cache.MaxEntries = 100000
 	}
@@ -331,6 +338,9 @@ func (c *Config) compile() (*compiled, error) {
 	}
 	if c.MaxConcurrent < 1 {
 		bad("max_concurrent: %d must be at least 1", c.MaxConcurrent)
+	}
+	if c.TCPMaxConns < 1 {
+		bad("tcp_max_connections: %d must be at least 1", c.TCPMaxConns)
 	}
 	if c.UDPSize < 512 || c.UDPSize > 65535 {
 		bad("udp_size: %d must be 512-65535", c.UDPSize)

@@ -22,6 +22,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 )
 
 // Server is a DNS64 server. It is a dns.Handler, so it can also be served
@@ -155,7 +156,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("dns64: metrics listen %s: %w", s.cfg.Metrics, err)
 		}
 	}
-	tcp := &dns.Server{Listener: ln, Handler: s, MsgAcceptFunc: acceptQuery,
+	tcp := &dns.Server{Listener: netutil.LimitListener(ln, s.cfg.TCPMaxConns), Handler: s, MsgAcceptFunc: acceptQuery,
 		IdleTimeout: func() time.Duration { return 10 * time.Second }}
 	errc := make(chan error, 8)
 	var started sync.WaitGroup
