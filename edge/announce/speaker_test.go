@@ -985,3 +985,46 @@ func TestStatusWritesRateLimited(t *testing.T) {
 		}
 	}
 }
+
+// A check that flaps on every probe (pass, fail, pass, ...) never reaches
+// rise=2 passes in a row: the VIP is never announced, so a flapping
+// backend does not flap the route. Once it passes steadily, it is.
+func TestFlappingCheckDoesNotFlapRoute(t *testing.T) {
+	t.Parallel()
+	torAddr, edgeAddr := loopPair()
+	tor := testsvc.StartGoBGPD(t, testsvc.BGPPeerConfig{LocalAddr: torAddr, ASN: torASN, HoldTime: 3,
+		Neighbors: []testsvc.BGPNeighbor{{Addr: edgeAddr, ASN: edgeASN, Passive: true}}})
+	vipAddr := strings.TrimSuffix(edgeAddr, ".3") + ".12"
+	ln, err := net.Listen("tcp", vipAddr+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n, steady atomic.Bool
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		flip := !n.Load()
+		n.Store(flip)
+		if !steady.Load() && !flip {
+			http.Error(w, "flap", http.StatusServiceUnavailable)
+		}
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	cfg := baseConfig(torAddr, tor.Port(), edgeAddr)
+	cfg.Announce.VIPs = []PrefixConfig{{Prefix: vipAddr}}
+	cfg.Check = &CheckConfig{Kind: "http", Port: ln.Addr().(*net.TCPAddr).Port,
+		Interval: 50 * time.Millisecond, Timeout: 50 * time.Millisecond, Rise: 2, Fall: 2}
+	s := run(t, cfg)
+	tor.WaitEstablished(t, edgeAddr, 15*time.Second)
+	waitFor(t, tor, 10*time.Second, "node prefix", func(m map[netip.Prefix]testsvc.Route) bool { return has(m, node) })
+	vip := vipAddr + "/32"
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(25 * time.Millisecond) {
+		if has(routes(t, tor), vip) {
+			t.Fatal("a check flapping on every probe got the VIP announced")
+		}
+	}
+	if v := gauge(t, s, "v6pod_bgp_checks_total", "fail"); v < 5 {
+		t.Fatalf("only %v failed checks: the check did not run", v)
+	}
+	steady.Store(true)
+	waitFor(t, tor, 5*time.Second, "VIP once the check passes steadily", func(m map[netip.Prefix]testsvc.Route) bool { return has(m, vip) })
+}
