@@ -89,3 +89,39 @@ func TestHairpinOffload(t *testing.T) {
 		t.Fatalf("%+v (%s)\n got % x\nwant % x", r, r.ReasonName(), out[:min(r.Len, 120)], want[:120])
 	}
 }
+
+// An ICMPv6 error about a hairpinned packet goes back to its sender the
+// same way (RFC 6146 3.8 with 3.5.3): the client answers port unreachable
+// to pool6 + the sender's binding, the sender gets it about its own packet.
+func TestHairpinICMPError(t *testing.T) {
+	tr, p, _ := newTestTranslator(t, testConfig())
+	out := make([]byte, 70000)
+	c6b := a6("2001:db8::2")
+	dst := a6("64:ff9b::c633:6401")
+	sent := udpSeg(c6b, dst, 5555, 40000, []byte("hairpin"))
+	if r := p.Translate6to4(ip6(0, 17, 64, c6b, dst, sent), out); r.Verdict != Forward {
+		t.Fatalf("hairpin: %+v (%s)", r, r.ReasonName())
+	}
+	b := tr.tab.bib6[makeBibKey6(protoUDP, c6b, 5555)]
+	src := tr.prefix.Embed(b.v4)
+	got := append([]byte{}, out[:40+8+7]...) // what 2001:db8::1 received
+	r := p.Translate6to4(ip6(0, 58, 64, c6, src[:], icmpMsg(c6, src[:], 1, 4, 0, got)), out)
+	if r.Verdict != Forward {
+		t.Fatalf("port unreachable: %+v (%s)", r, r.ReasonName())
+	}
+	o := out[:r.Len]
+	if good, ok := valid(o); !ok || !good {
+		t.Fatalf("checksum of % x", o)
+	}
+	if o[6] != 58 || o[40] != 1 || o[41] != 4 || [16]byte(o[24:40]) != [16]byte(c6b) {
+		t.Fatalf("not a port unreachable for 2001:db8::2: % x", o[:48])
+	}
+	in := o[48:]
+	if [16]byte(in[8:24]) != [16]byte(c6b) || [16]byte(in[24:40]) != [16]byte(dst) ||
+		binary.BigEndian.Uint16(in[40:]) != 5555 || binary.BigEndian.Uint16(in[42:]) != 40000 {
+		t.Fatalf("inner packet is not the one 2001:db8::2 sent: % x", in[:44])
+	}
+	if string(in[40:]) != string(sent) {
+		t.Fatalf("inner UDP % x, want what was sent % x", in[40:], sent)
+	}
+}
