@@ -220,13 +220,17 @@ func (t *table) tcpPacket(s *session, fl uint8, from6 bool, now int64) {
 		refresh := true
 		switch old {
 		case tcpV6Init:
+			// RFC 6146 3.5.2.2: only a V6 SYN (retransmission) refreshes
+			// V6 INIT; other packets pass without touching the session.
 			if !from6 && fl&tcpSYN != 0 {
 				st = tcpEstablished
 			}
+			refresh = from6 && fl&tcpSYN != 0
 		case tcpV4Init:
 			if from6 && fl&tcpSYN != 0 {
 				st = tcpEstablished
 			}
+			refresh = !from6 && fl&tcpSYN != 0
 		case tcpEstablished:
 			switch {
 			case fl&tcpRST != 0:

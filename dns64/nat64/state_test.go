@@ -482,3 +482,29 @@ func TestExpiryWheel(t *testing.T) {
 		t.Fatalf("%d removed sessions visited again", n)
 	}
 }
+
+// RFC 6146 3.5.2.2: in V6 INIT only a V6 SYN refreshes the session; other
+// packets (an IPv4 ACK, an IPv6 ACK) are forwarded without keeping it
+// alive, so packets from outside cannot hold a half-open session.
+func TestTCPInitRefresh(t *testing.T) {
+	tr, p, clk := newTestTranslator(t, testConfig())
+	out := make([]byte, 2000)
+	if r := tcp6to4(p, out, c6, 1234, s4, 80, tcpSYN); r.Verdict != Forward {
+		t.Fatal(r.ReasonName())
+	}
+	k := makeKey(protoTCP, c6, 1234, [4]byte(s4), 80)
+	s := tr.tab.lookup6(&k)
+	exp := s.expires.Load()
+	clk.t = clk.t.Add(time.Minute)
+	if r := tcp4to6(p, out, s4, 80, p4, 40000, tcpACK); r.Verdict != Forward {
+		t.Fatal(r.ReasonName())
+	}
+	tcp6to4(p, out, c6, 1234, s4, 80, tcpACK)
+	if s.expires.Load() != exp || s.state.Load() != tcpV6Init {
+		t.Fatalf("V6 INIT refreshed by a non-SYN: expiry moved by %s", time.Duration(s.expires.Load()-exp))
+	}
+	tcp6to4(p, out, c6, 1234, s4, 80, tcpSYN)
+	if got := time.Duration(s.expires.Load() - clk.t.UnixNano()); got != MinTCPTransitory {
+		t.Fatalf("V6 SYN retransmission: lifetime %s, want %s", got, MinTCPTransitory)
+	}
+}
