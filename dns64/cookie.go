@@ -4,12 +4,13 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
-	"math/bits"
 	"net"
 	"net/netip"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/v6pod/v6pod/internal/siphash"
 )
 
 // DNS Cookies (RFC 7873) between clients and dns64. A client that sends a
@@ -85,54 +86,7 @@ func (c cookieSecret) appendCookieOpt(dst, client []byte, from netip.Addr, now t
 		n += copy(in[16:], a[:])
 	}
 	dst = append(dst, in[8:16]...)
-	return binary.LittleEndian.AppendUint64(dst, sipHash24(c.k0, c.k1, in[:n])) // the reference code's byte order
-}
-
-// sipHash24 is SipHash-2-4 (Aumasson and Bernstein), as RFC 9018 uses it.
-func sipHash24(k0, k1 uint64, m []byte) uint64 {
-	v0 := k0 ^ 0x736f6d6570736575
-	v1 := k1 ^ 0x646f72616e646f6d
-	v2 := k0 ^ 0x6c7967656e657261
-	v3 := k1 ^ 0x7465646279746573
-	b := uint64(len(m)) << 56
-	for len(m) >= 8 {
-		w := binary.LittleEndian.Uint64(m)
-		v3 ^= w
-		v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
-		v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
-		v0 ^= w
-		m = m[8:]
-	}
-	for i, c := range m {
-		b |= uint64(c) << (8 * i)
-	}
-	v3 ^= b
-	v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
-	v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
-	v0 ^= b
-	v2 ^= 0xff
-	for range 4 {
-		v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
-	}
-	return v0 ^ v1 ^ v2 ^ v3
-}
-
-func sipRound(v0, v1, v2, v3 uint64) (uint64, uint64, uint64, uint64) {
-	v0 += v1
-	v1 = bits.RotateLeft64(v1, 13)
-	v1 ^= v0
-	v0 = bits.RotateLeft64(v0, 32)
-	v2 += v3
-	v3 = bits.RotateLeft64(v3, 16)
-	v3 ^= v2
-	v0 += v3
-	v3 = bits.RotateLeft64(v3, 21)
-	v3 ^= v0
-	v2 += v1
-	v1 = bits.RotateLeft64(v1, 17)
-	v1 ^= v2
-	v2 = bits.RotateLeft64(v2, 32)
-	return v0, v1, v2, v3
+	return binary.LittleEndian.AppendUint64(dst, siphash.Sum64(siphash.Key{K0: c.k0, K1: c.k1}, in[:n])) // the reference code's byte order
 }
 
 // clientCookie is findCookie for a parsed OPT record.

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/v6pod/v6pod/internal/siphash"
 )
 
 // RFC 9018 appendix A.1: the server cookie of the example.
@@ -119,7 +121,7 @@ func TestSipHash24(t *testing.T) {
 		msg[i] = byte(i)
 	}
 	for n, want := range map[int]uint64{0: 0x726fdb47dd0e0e31, 8: 0x93f5f5799a932462, 15: 0xa129ca6149be45e5} {
-		if got := sipHash24(k0, k1, msg[:n]); got != want {
+		if got := siphash.Sum64(siphash.Key{K0: k0, K1: k1}, msg[:n]); got != want {
 			t.Errorf("%d bytes: %016x, want %016x", n, got, want)
 		}
 	}

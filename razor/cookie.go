@@ -5,7 +5,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 
-	"github.com/v6pod/v6pod/razor/siphash"
+	"github.com/v6pod/v6pod/internal/siphash"
 )
 
 // DNS cookies (RFC 7873) with server cookies in the interoperable format

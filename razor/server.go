@@ -29,9 +29,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/v6pod/v6pod/internal/model"
+	"github.com/v6pod/v6pod/internal/siphash"
 	"github.com/v6pod/v6pod/internal/store"
 	"github.com/v6pod/v6pod/razor/rrl"
-	"github.com/v6pod/v6pod/razor/siphash"
 	"github.com/v6pod/v6pod/razor/zone"
 )
 

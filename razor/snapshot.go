@@ -13,8 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/v6pod/v6pod/internal/model"
+	"github.com/v6pod/v6pod/internal/siphash"
 	"github.com/v6pod/v6pod/razor/pick"
-	"github.com/v6pod/v6pod/razor/siphash"
 	"github.com/v6pod/v6pod/razor/zone"
 )
 

@@ -9,7 +9,7 @@ import (
 	"net/netip"
 	"slices"
 
-	"github.com/v6pod/v6pod/razor/siphash"
+	"github.com/v6pod/v6pod/internal/siphash"
 )
 
 // MaxAnswers bounds the records of one pick (model.MaxAnswers).

@@ -10,7 +10,7 @@ import (
 	"net/netip"
 	"sync"
 
-	"github.com/v6pod/v6pod/razor/siphash"
+	"github.com/v6pod/v6pod/internal/siphash"
 )
 
 // Action is what to do with a response.
