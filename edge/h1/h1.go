@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Transport is an http.RoundTripper for requests CanHandle accepts.
@@ -217,8 +219,15 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	addr := req.URL.Host
 	p := t.pool(addr)
+	idem := Idempotent(req)
 	for attempt := 0; ; attempt++ {
 		c := t.get(p)
+		for c != nil && !idem && c.closedByPeer() {
+			// A request that must not be sent twice goes only on a
+			// pooled connection still open (one non-blocking read).
+			c.nc.Close()
+			c = t.get(p)
+		}
 		reused := c != nil
 		if c == nil {
 			nc, err := t.Dial(req.Context(), addr)
@@ -235,7 +244,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// A pooled connection the upstream had closed: send the request
 		// again on another one, if it may be repeated.
 		var st *errStale
-		if reused && errors.As(err, &st) && attempt < 3 && req.Context().Err() == nil && Idempotent(req) {
+		if reused && errors.As(err, &st) && attempt < 3 && req.Context().Err() == nil && idem {
 			continue
 		}
 		return nil, err
@@ -318,6 +327,32 @@ func (t *Transport) roundTrip(p *pool, c *conn, req *http.Request) (*http.Respon
 	}
 	resp.Body = b
 	return resp, nil
+}
+
+// closedByPeer reports whether an idle connection was closed or reset by
+// the upstream (or sent something unasked), by a recv(MSG_PEEK|
+// MSG_DONTWAIT) that never blocks. Connections that are not sockets are
+// taken as open.
+func (c *conn) closedByPeer() bool {
+	if c.br.Buffered() > 0 {
+		return true
+	}
+	sc, ok := c.nc.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	closed := false
+	var b [1]byte
+	rc.Read(func(fd uintptr) bool {
+		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		closed = n > 0 || err == nil || err != unix.EAGAIN && err != unix.EINTR
+		return true
+	})
+	return closed
 }
 
 func newConn(nc net.Conn) *conn {

@@ -353,3 +353,25 @@ func TestResponseTimeoutIsNotRetried(t *testing.T) {
 		t.Fatalf("%d requests reached the upstream, want 1", n)
 	}
 }
+
+// A POST after the upstream closed the pooled connection goes on a fresh
+// connection (the closed one is noticed before sending), once.
+func TestPostAvoidsClosedPooledConnection(t *testing.T) {
+	var hits atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		io.WriteString(w, "ok")
+	}))
+	srv.Config.IdleTimeout = 50 * time.Millisecond
+	srv.Start()
+	defer srv.Close()
+	tr := newTransport()
+	do(t, tr, "GET", srv.URL, nil)
+	time.Sleep(150 * time.Millisecond) // the server closes the idle connection
+	if _, body := do(t, tr, "POST", srv.URL, nil); body != "ok" {
+		t.Fatal(body)
+	}
+	if n := hits.Load(); n != 2 {
+		t.Fatalf("%d requests reached the upstream, want 2", n)
+	}
+}
