@@ -179,12 +179,19 @@ func (c *Client) Pipeline(ctx context.Context) (cookie uint64, ok bool, err erro
 	return r.GetConfig().GetCookie().GetCookie(), true, nil
 }
 
-// SetPipeline installs a pipeline with VERIFY_AND_COMMIT.
+// SetPipeline installs a pipeline with VERIFY_AND_COMMIT: the device's
+// forwarding state is cleared.
 func (c *Client) SetPipeline(ctx context.Context, info *p4configv1.P4Info, deviceConfig []byte, cookie uint64) error {
+	return c.SetPipelineAction(ctx, p4v1.SetForwardingPipelineConfigRequest_VERIFY_AND_COMMIT, info, deviceConfig, cookie)
+}
+
+// SetPipelineAction installs a pipeline with the given action, e.g.
+// RECONCILE_AND_COMMIT to keep the forwarding state where the device can.
+func (c *Client) SetPipelineAction(ctx context.Context, action p4v1.SetForwardingPipelineConfigRequest_Action, info *p4configv1.P4Info, deviceConfig []byte, cookie uint64) error {
 	_, err := c.rt.SetForwardingPipelineConfig(ctx, &p4v1.SetForwardingPipelineConfigRequest{
 		DeviceId:   c.deviceID,
 		ElectionId: c.election,
-		Action:     p4v1.SetForwardingPipelineConfigRequest_VERIFY_AND_COMMIT,
+		Action:     action,
 		Config: &p4v1.ForwardingPipelineConfig{
 			P4Info: info, P4DeviceConfig: deviceConfig,
 			Cookie: &p4v1.ForwardingPipelineConfig_Cookie{Cookie: cookie},

@@ -20,6 +20,7 @@ import (
 
 	"github.com/osrg/gobgp/v3/pkg/server"
 	p4configv1 "github.com/p4lang/p4runtime/go/p4/config/v1"
+	p4v1 "github.com/p4lang/p4runtime/go/p4/v1"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/v6pod/v6pod/p4"
@@ -377,8 +378,23 @@ func (c *Controller) session(ctx context.Context, healthy func()) error {
 	}
 	if !ok || have != cookie {
 		c.log.Info("setting the forwarding pipeline", "had_pipeline", ok, "cookie", have, "want", cookie)
-		if err := cl.SetPipeline(rctx, c.info, c.dcfg, cookie); err != nil {
-			return err
+		// A device already running a pipeline (ours under another cookie:
+		// a new device_config, or a cookie set by another tool) keeps its
+		// tables with RECONCILE_AND_COMMIT, so traffic is not cut while
+		// the read-back below repairs what differs. Where the device
+		// cannot reconcile (another program, or no support), fall back to
+		// VERIFY_AND_COMMIT, which clears the forwarding state.
+		err := errors.New("no pipeline to reconcile")
+		if ok {
+			err = cl.SetPipelineAction(rctx, p4v1.SetForwardingPipelineConfigRequest_RECONCILE_AND_COMMIT, c.info, c.dcfg, cookie)
+			if err != nil {
+				c.log.Warn("the device cannot reconcile the pipeline: replacing it (forwarding state cleared)", "err", err)
+			}
+		}
+		if err != nil {
+			if err := cl.SetPipeline(rctx, c.info, c.dcfg, cookie); err != nil {
+				return err
+			}
 		}
 		c.m.pipelineSets.Inc()
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	p4configv1 "github.com/p4lang/p4runtime/go/p4/config/v1"
 	p4v1 "github.com/p4lang/p4runtime/go/p4/v1"
 
 	"github.com/v6pod/v6pod/p4"
@@ -25,6 +26,13 @@ func noPeers(t *testing.T, dev string) Config {
 // foreign programs the device as another controller would, then leaves.
 func foreign(t *testing.T, dev string, cookie uint64, ups ...*p4v1.Update) {
 	t.Helper()
+	info, _ := p4.P4Info()
+	foreignInfo(t, dev, info, cookie, ups...)
+}
+
+// foreignInfo is foreign with another P4Info.
+func foreignInfo(t *testing.T, dev string, info *p4configv1.P4Info, cookie uint64, ups ...*p4v1.Update) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := client.Dial(ctx, dev, 1, 0, 7)
@@ -35,7 +43,6 @@ func foreign(t *testing.T, dev string, cookie uint64, ups ...*p4v1.Update) {
 	if err := c.WaitPrimary(ctx); err != nil {
 		t.Fatal(err)
 	}
-	info, _ := p4.P4Info()
 	if err := c.SetPipeline(ctx, info, nil, cookie); err != nil {
 		t.Fatal(err)
 	}
@@ -44,11 +51,16 @@ func foreign(t *testing.T, dev string, cookie uint64, ups ...*p4v1.Update) {
 	}
 }
 
+// TestReplacesAnotherPipeline: the device runs another program (a P4Info
+// that differs), which it cannot reconcile with access.p4: the controller
+// falls back to VERIFY_AND_COMMIT and programs it from scratch.
 func TestReplacesAnotherPipeline(t *testing.T) {
 	t.Parallel()
 	s, dev := startSim(t)
 	slot := slotEntry(9, 0, &target{mac: [6]byte{1}, port: 1})
-	foreign(t, dev, 42, tableUpdate(p4v1.Update_INSERT, slot))
+	other, _ := p4.P4Info()
+	other.Tables[1].Size = 1024 // another build of the program
+	foreignInfo(t, dev, other, 42, tableUpdate(p4v1.Update_INSERT, slot))
 	s.ResetStats()
 	ctrl := runController(t, noPeers(t, dev))
 	waitFor(t, "sync", 20*time.Second, func() bool { return ctrl.c.Status().Syncs > 0 })
@@ -120,6 +132,33 @@ func TestReconcileCanonical(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	if st := s.Stats(); st.WriteRPCs != 0 || st.ReadRPCs == 0 {
 		t.Fatalf("after reconnect: %+v", st)
+	}
+	ctrl.stop()
+}
+
+// TestReconcilesOtherCookie: the device runs access.p4's P4Info under
+// another cookie (a new device_config, another tool's cookie). The
+// controller sets its pipeline with RECONCILE_AND_COMMIT, so the entries
+// the device holds keep forwarding: the EIP entry it wants is neither
+// deleted nor rewritten, only the stray slot goes.
+func TestReconcilesOtherCookie(t *testing.T) {
+	t.Parallel()
+	s, dev := startSim(t)
+	want := eipEntry(netip.MustParseAddr("64:ff9b::c000:201"), &eipVal{vip: 1, size: testSize, index: 0})
+	stray := slotEntry(9, 5, &target{mac: [6]byte{0, 0, 0, 0, 0, 2}, port: 1})
+	foreign(t, dev, 42, tableUpdate(p4v1.Update_INSERT, want), tableUpdate(p4v1.Update_INSERT, stray))
+	s.ResetStats()
+	ctrl := runController(t, noPeers(t, dev))
+	waitFor(t, "sync", 20*time.Second, func() bool { return ctrl.c.Status().Syncs > 0 })
+	st := s.Stats()
+	if st.PipelineSets != 1 || st.TableUpdates[p4.TableEIPToVIP] != 0 || st.TableUpdates[p4.TableMaglev] != 1 {
+		t.Fatalf("writes: %+v", st)
+	}
+	if _, cookie := s.Running(); cookie != p4.Cookie(nil) {
+		t.Fatalf("cookie %x", cookie)
+	}
+	if len(s.Entries(p4.TableEIPToVIP)) != 1 || len(s.Entries(p4.TableMaglev)) != 0 {
+		t.Fatal("entries after reconcile")
 	}
 	ctrl.stop()
 }
