@@ -616,6 +616,15 @@ func forwarded(st *reqState, host string) string {
 // ServeHTTP routes one request: Host → app → upstream.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	// client.write_timeout: a deadline for this answer (one left by an
+	// earlier answer on the connection may have passed), renewed by each
+	// write of a proxied body.
+	var ctl *http.ResponseController
+	wt := on(s.cfg.Client.WriteTimeout)
+	if wt > 0 {
+		ctl = http.NewResponseController(w)
+		ctl.SetWriteDeadline(start.Add(wt))
+	}
 	if r.Method == http.MethodConnect {
 		// The edge is a reverse proxy, not a forward one (and extended
 		// CONNECT of RFC 8441 is not offered).
@@ -638,11 +647,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := &reqState{app: app, pool: pool, client: client, tls: r.TLS != nil}
 	pol := s.policyFor(app)
 	st.policy = pol
-	var ctl *http.ResponseController
-	if d := on(s.cfg.Client.WriteTimeout); d > 0 {
-		ctl = http.NewResponseController(w)
-		ctl.SetWriteDeadline(start.Add(d))
-		w = &deadlineWriter{ResponseWriter: w, rc: ctl, d: d}
+	if wt > 0 {
+		w = &deadlineWriter{ResponseWriter: w, rc: ctl, d: wt}
 	}
 	st.ctl = ctl
 	if r.Body != nil && r.Body != http.NoBody {

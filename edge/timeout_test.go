@@ -233,3 +233,22 @@ func TestProbeWantsTwoOrThreeHundred(t *testing.T) {
 		t.Errorf("after pruning: %v", last)
 	}
 }
+
+// The write deadline of one answer does not outlive it: after the
+// connection idled past client.write_timeout, an answer the edge writes
+// itself (421 for an unknown host) still goes out.
+func TestWriteDeadlineRenewedPerRequest(t *testing.T) {
+	t.Parallel()
+	up := startUpstream(t, "up", nil)
+	path, url := filePath(t)
+	writePods(t, path, map[string]string{"h.test": "app"}, map[string][]*upstream{"app": {up}})
+	s := startEdge(t, Config{Source: url, Client: Client{WriteTimeout: 100 * time.Millisecond}})
+	c := newClient()
+	if code, _ := get(t, c, s.Addrs()[0], "h.test", "/"); code != 200 {
+		t.Fatalf("first: %d", code)
+	}
+	time.Sleep(300 * time.Millisecond) // idle past the first answer's deadline
+	if code, _ := get(t, c, s.Addrs()[0], "unknown.test", "/"); code != 421 {
+		t.Fatalf("second, on the same connection: %d", code)
+	}
+}
