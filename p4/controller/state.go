@@ -68,7 +68,11 @@ func parseInstalled(eips, slots []*p4v1.TableEntry, meters []*p4v1.MeterEntry) *
 		st.maglev[vip][slot] = sv
 	}
 	for _, m := range meters {
-		if c := m.GetConfig(); c != nil {
+		// Targets differ in how they return a cell nobody configured: no
+		// config (p4/sim), or an all-zero one. Both mean unconfigured, or
+		// every reconnect would "reset" thousands of untouched cells. The
+		// controller never writes an all-zero config (rates default).
+		if c := m.GetConfig(); c != nil && c.Cir|c.Cburst|c.Pir|c.Pburst != 0 {
 			st.meters[m.GetIndex().GetIndex()] = meterVal{c.Cir, c.Cburst, c.Pir, c.Pburst}
 		}
 	}
