@@ -62,3 +62,17 @@ func TestStaleness(t *testing.T) {
 		t.Fatalf("down for a minute: %v", d)
 	}
 }
+
+func TestReplicaProblem(t *testing.T) {
+	for _, tc := range []struct{ info, want string }{
+		{"# Replication\r\nrole:master\r\nconnected_slaves:1\r\n", ""},
+		{"# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\nmaster_link_status:up\r\nmaster_sync_in_progress:0\r\n", ""},
+		{"# Replication\r\nrole:slave\r\nmaster_link_status:down\r\nmaster_sync_in_progress:0\r\n", "replica: master_link_status down"},
+		{"# Replication\r\nrole:slave\r\nmaster_link_status:up\r\nmaster_sync_in_progress:1\r\n", "replica: master_sync_in_progress"},
+		{"# Replication\r\nrole:slave\r\n", "replica: master_link_status "},
+	} {
+		if got := replicaProblem(tc.info); got != tc.want {
+			t.Errorf("%q: %q, want %q", tc.info, got, tc.want)
+		}
+	}
+}
