@@ -311,7 +311,9 @@ func (s *Speaker) waitSent(ctx context.Context, base map[string]uint64, n int) {
 // onPeerEvent records session state changes.
 func (s *Speaker) onPeerEvent(r *api.WatchEventResponse) {
 	ev := r.GetPeer()
-	if ev == nil || ev.GetType() != api.WatchEventResponse_PeerEvent_STATE {
+	// GoBGP sends the idle of a deleted peer (its session goroutines have
+	// ended) without a type: UNKNOWN.
+	if ev == nil || ev.GetType() != api.WatchEventResponse_PeerEvent_STATE && ev.GetType() != api.WatchEventResponse_PeerEvent_UNKNOWN {
 		return
 	}
 	st := ev.GetPeer().GetState()

@@ -890,7 +890,7 @@ func TestToRUnreachableAtStart(t *testing.T) {
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close() // nothing listens there now
 	s := run(t, baseConfig(torAddr, port, edgeAddr))
-	time.Sleep(2500 * time.Millisecond) // a few connect retries (1s)
+	time.Sleep(1500 * time.Millisecond) // a connect retry or two (1s)
 	if st := s.Status(); st.Peers[0].State == "established" {
 		t.Fatalf("status: %+v", st.Peers[0])
 	}
@@ -940,7 +940,7 @@ func TestIPv6SessionMD5(t *testing.T) {
 		cfg.Announce.NextHopV4, cfg.Announce.NextHopV6 = "", ""
 		cfg.Peers[0].Password = "wrong"
 		s := run(t, cfg)
-		time.Sleep(3 * time.Second)
+		time.Sleep(2 * time.Second) // two connect retries
 		if st, _ := tor.NeighborState(host.String()); st == "Established" {
 			t.Fatal("session up with a wrong TCP-MD5 key")
 		}
