@@ -125,3 +125,40 @@ func TestHairpinICMPError(t *testing.T) {
 		t.Fatalf("inner UDP % x, want what was sent % x", in[40:], sent)
 	}
 }
+
+// Hairpinned fragments: the first fragment finds both bindings, the
+// second follows it through both fragment caches (RFC 6146 3.4 and 3.8),
+// and the reassembled datagram verifies.
+func TestHairpinFragments(t *testing.T) {
+	tr, p, _ := newTestTranslator(t, testConfig())
+	out := make([]byte, 70000)
+	c6b := a6("2001:db8::2")
+	dst := a6("64:ff9b::c633:6401")
+	seg := udpSeg(c6b, dst, 5555, 40000, bytesN(32, 7)) // 40 bytes
+	var parts [][]byte
+	for _, f := range []struct {
+		off  int
+		more bool
+		data []byte
+	}{{0, true, seg[:24]}, {24, false, seg[24:]}} {
+		r := p.Translate6to4(ip6(0, 44, 64, c6b, dst, cat(fragHdr(17, f.off, f.more, 0x5eed0042), f.data)), out)
+		if r.Verdict != Forward || r.Parts != 1 {
+			t.Fatalf("fragment at %d: %+v (%s)", f.off, r, r.ReasonName())
+		}
+		o := append([]byte{}, out[:r.Len]...)
+		if o[0]>>4 != 6 || o[6] != 44 || [16]byte(o[24:40]) != [16]byte(c6) {
+			t.Fatalf("fragment at %d: % x", f.off, o[:48])
+		}
+		fo := binary.BigEndian.Uint16(o[42:])
+		if int(fo&^7) != f.off || (fo&1 != 0) != f.more || binary.BigEndian.Uint32(o[44:]) != 0x0042 {
+			t.Fatalf("fragment at %d: fragment header % x", f.off, o[40:48])
+		}
+		parts = append(parts, o[48:])
+	}
+	b := tr.tab.bib6[makeBibKey6(protoUDP, c6b, 5555)]
+	src := tr.prefix.Embed(b.v4)
+	whole := ip6(0, 17, 63, src[:], c6, cat(parts...))
+	if good, ok := valid(whole); !ok || !good || binary.BigEndian.Uint16(whole[42:]) != 1234 {
+		t.Fatalf("reassembled datagram % x", whole)
+	}
+}
