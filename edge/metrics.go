@@ -43,7 +43,7 @@ func newMetrics() *metrics {
 			Name: "edge_retries_total", Help: "Idempotent requests retried on another upstream after a connect failure, by app.",
 		}, []string{"app"}),
 		upstreamErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edge_upstream_errors_total", Help: "Failed upstream attempts, by app and kind (connect, other, timeout: a response body that stalled, body: a response body cut).",
+			Name: "edge_upstream_errors_total", Help: "Failed upstream attempts, by app and kind (connect, timeout: no response head in time or a stalled body, body: a response body cut, other).",
 		}, []string{"app", "kind"}),
 		aborted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_requests_aborted_total", Help: "Requests whose answer was cut after its head was sent, by app and by whom (upstream: its body broke or stalled; client: it went away or stopped reading).",

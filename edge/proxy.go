@@ -278,7 +278,11 @@ func (t *transport) roundTrip(req *http.Request, st *reqState, base http.RoundTr
 				return nil, err
 			}
 			if req.Context().Err() == nil {
-				m.upstreamErrs.WithLabelValues(st.app, "other").Inc()
+				kind := "other"
+				if isTimeoutErr(err) {
+					kind = "timeout" // response_timeout: a hung upstream
+				}
+				m.upstreamErrs.WithLabelValues(st.app, kind).Inc()
 				t.s.failure(st, up)
 				// The connection broke before any byte of an answer (not
 				// a timeout: the upstream may be working on it): an

@@ -202,13 +202,19 @@ func TestNoResendAfterTimeoutOrForPost(t *testing.T) {
 	path, url := filePath(t)
 	writePods(t, path, map[string]string{"hung.test": "hung", "drop.test": "drop"},
 		map[string][]*upstream{"hung": {h1, h2}, "drop": {d1}})
-	s := startEdge(t, Config{Source: url, Upstream: Upstream{ResponseTimeout: 200 * time.Millisecond}})
+	s := startEdge(t, Config{Source: url, Defaults: App{MaxFails: 1}, Upstream: Upstream{ResponseTimeout: 200 * time.Millisecond}})
 	c := newClient()
 	if code, _ := get(t, c, s.Addrs()[0], "hung.test", "/"); code != http.StatusGatewayTimeout {
 		t.Errorf("hung upstreams: %d, want 504", code)
 	}
 	if n := hungHits.Load(); n != 1 {
 		t.Errorf("the timed-out GET reached %d upstreams, want 1", n)
+	}
+	if v := counterValue(s.metrics.upstreamErrs.WithLabelValues("hung", "timeout")); v != 1 {
+		t.Errorf("edge_upstream_errors_total{app=hung,kind=timeout} = %v, want 1", v)
+	}
+	if v := counterValue(s.metrics.ejections.WithLabelValues("hung")); v != 1 {
+		t.Errorf("the hung upstream was not ejected (max_fails 1): %v ejections", v)
 	}
 	// Pool one connection to the dropping upstream, then POST.
 	if code, _ := get(t, c, s.Addrs()[0], "drop.test", "/"); code != 200 {
