@@ -272,6 +272,9 @@ func (s *Speaker) watchdogLoop(ctx context.Context) {
 			continue
 		}
 		tripped = stalled
+		s.mu.Lock()
+		s.watchdogTripped = stalled
+		s.mu.Unlock()
 		s.m.watchdog.Set(b2f(stalled))
 		if stalled {
 			s.m.watchdogTrips.Inc()

@@ -85,18 +85,19 @@ type Speaker struct {
 	// make GoBGP "hang" with it).
 	testHookAPI func(op string)
 
-	mu            sync.Mutex
-	prefixes      []*prefixState
-	byPrefix      map[netip.Prefix]*prefixState
-	drainSrc      map[string]bool
-	drainSince    time.Time
-	shutdownSince time.Time
-	deadman       bool
-	stopped       bool
-	peers         map[netip.Addr]*PeerStatus
-	progress      chan struct{} // closed and replaced after every reconcile pass
-	addrsAdded    []netip.Prefix
-	statusGen     uint64
+	mu              sync.Mutex
+	prefixes        []*prefixState
+	byPrefix        map[netip.Prefix]*prefixState
+	drainSrc        map[string]bool
+	drainSince      time.Time
+	shutdownSince   time.Time
+	deadman         bool
+	watchdogTripped bool
+	stopped         bool
+	peers           map[netip.Addr]*PeerStatus
+	progress        chan struct{} // closed and replaced after every reconcile pass
+	addrsAdded      []netip.Prefix
+	statusGen       uint64
 
 	kick       chan struct{}
 	statusKick chan struct{}

@@ -779,8 +779,8 @@ func TestWatchdogReconcilerStallShutsSessions(t *testing.T) {
 	if st, _ := tor.NeighborState(edgeAddr); st == "Established" {
 		t.Errorf("session %s while the watchdog holds it shut", st)
 	}
-	if v := gauge(t, s, "v6pod_bgp_watchdog_tripped", ""); v != 1 {
-		t.Errorf("v6pod_bgp_watchdog_tripped = %v", v)
+	if v := gauge(t, s, "v6pod_bgp_watchdog_tripped", ""); v != 1 || !s.Status().Watchdog {
+		t.Errorf("v6pod_bgp_watchdog_tripped = %v, status watchdog %v", v, s.Status().Watchdog)
 	}
 	stuck.Unlock()
 	tor.WaitEstablished(t, edgeAddr, 20*time.Second)

@@ -12,17 +12,20 @@ import (
 // <prefix>/edges/<node>/bgp on every change (and what `ops edge status`
 // reads). It holds no secrets.
 type Status struct {
-	Node       string         `json:"node"`
-	LocalASN   uint32         `json:"local_asn"`
-	RouterID   string         `json:"router_id"`
-	Draining   bool           `json:"draining"`
-	DrainedBy  []string       `json:"drained_by,omitempty"`
-	DrainSince *time.Time     `json:"drain_since,omitempty"`
-	Shutdown   bool           `json:"shutting_down"`
-	Deadman    bool           `json:"deadman"`
-	Peers      []PeerStatus   `json:"peers"`
-	Prefixes   []PrefixStatus `json:"prefixes"`
-	Updated    time.Time      `json:"updated"`
+	Node       string     `json:"node"`
+	LocalASN   uint32     `json:"local_asn"`
+	RouterID   string     `json:"router_id"`
+	Draining   bool       `json:"draining"`
+	DrainedBy  []string   `json:"drained_by,omitempty"`
+	DrainSince *time.Time `json:"drain_since,omitempty"`
+	Shutdown   bool       `json:"shutting_down"`
+	Deadman    bool       `json:"deadman"`
+	// Watchdog: the sessions are shut because the reconciler or GoBGP
+	// made no progress.
+	Watchdog bool           `json:"watchdog,omitempty"`
+	Peers    []PeerStatus   `json:"peers"`
+	Prefixes []PrefixStatus `json:"prefixes"`
+	Updated  time.Time      `json:"updated"`
 }
 
 // PeerStatus is one BGP session.
@@ -66,6 +69,7 @@ func (s *Speaker) Status() Status {
 		Draining: s.anyDrainLocked(),
 		Shutdown: !s.shutdownSince.IsZero(),
 		Deadman:  s.deadman,
+		Watchdog: s.watchdogTripped,
 		Updated:  s.now().UTC(),
 	}
 	for k, v := range s.drainSrc {
