@@ -29,11 +29,13 @@ type Client struct {
 	cancel context.CancelFunc
 	stream p4v1.P4Runtime_StreamChannelClient
 
-	mu      sync.Mutex
-	primary bool
-	changed chan struct{} // closed and replaced on every arbitration update
-	done    chan struct{} // closed when the stream ends
-	err     error         // why the stream ended
+	mu        sync.Mutex
+	primary   bool
+	noPrimary bool          // the device last said the role has no primary
+	highest   *p4v1.Uint128 // the election ID the device last reported
+	changed   chan struct{} // closed and replaced on every arbitration update
+	done      chan struct{} // closed when the stream ends
+	err       error         // why the stream ended
 }
 
 // Dial connects to addr (plain-text gRPC, as simple_switch_grpc and most
@@ -103,6 +105,8 @@ func (c *Client) recv() {
 			c.mu.Lock()
 			id := a.GetElectionId()
 			c.primary = a.GetStatus().GetCode() == int32(codes.OK) && id.GetHigh() == c.election.High && id.GetLow() == c.election.Low
+			c.noPrimary = a.GetStatus().GetCode() == int32(codes.NotFound)
+			c.highest = id
 			close(c.changed)
 			c.changed = make(chan struct{})
 			c.mu.Unlock()
@@ -115,6 +119,38 @@ func (c *Client) Primary() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.primary
+}
+
+// NoPrimary reports whether the device last said the role has no primary
+// (P4Runtime 1.4: the primary left and no client has arbitrated since with
+// an election ID at least as high as the highest seen), and that highest
+// election ID, if the device gave it.
+func (c *Client) NoPrimary() (bool, *p4v1.Uint128) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.noPrimary, c.highest
+}
+
+// Rearbitrate sends a new arbitration update with another election ID on
+// the open stream; later requests carry it. Not safe to call concurrently
+// with itself.
+func (c *Client) Rearbitrate(electionHigh, electionLow uint64) error {
+	id := &p4v1.Uint128{High: electionHigh, Low: electionLow}
+	c.mu.Lock()
+	c.election = id
+	c.mu.Unlock()
+	if err := c.stream.Send(&p4v1.StreamMessageRequest{Update: &p4v1.StreamMessageRequest_Arbitration{
+		Arbitration: &p4v1.MasterArbitrationUpdate{DeviceId: c.deviceID, ElectionId: id},
+	}}); err != nil {
+		return fmt.Errorf("p4runtime: send arbitration: %w", err)
+	}
+	return nil
+}
+
+func (c *Client) electionID() *p4v1.Uint128 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.election
 }
 
 // Changed returns a channel closed at the next arbitration update from
@@ -190,7 +226,7 @@ func (c *Client) SetPipeline(ctx context.Context, info *p4configv1.P4Info, devic
 func (c *Client) SetPipelineAction(ctx context.Context, action p4v1.SetForwardingPipelineConfigRequest_Action, info *p4configv1.P4Info, deviceConfig []byte, cookie uint64) error {
 	_, err := c.rt.SetForwardingPipelineConfig(ctx, &p4v1.SetForwardingPipelineConfigRequest{
 		DeviceId:   c.deviceID,
-		ElectionId: c.election,
+		ElectionId: c.electionID(),
 		Action:     action,
 		Config: &p4v1.ForwardingPipelineConfig{
 			P4Info: info, P4DeviceConfig: deviceConfig,
@@ -231,7 +267,7 @@ func (c *Client) Write(ctx context.Context, updates []*p4v1.Update) error {
 	if len(updates) == 0 {
 		return nil
 	}
-	_, err := c.rt.Write(ctx, &p4v1.WriteRequest{DeviceId: c.deviceID, ElectionId: c.election, Updates: updates})
+	_, err := c.rt.Write(ctx, &p4v1.WriteRequest{DeviceId: c.deviceID, ElectionId: c.electionID(), Updates: updates})
 	if err == nil {
 		return nil
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/v6pod/v6pod/p4"
 	"github.com/v6pod/v6pod/p4/client"
+	"github.com/v6pod/v6pod/p4/sim"
 )
 
 // TestBackupTakesOver: two controllers on one device; the higher election
@@ -81,4 +82,36 @@ func TestDemotedReadsBack(t *testing.T) {
 		return len(s.Entries(p4.TableEIPToVIP)) == 1 && len(s.Entries(p4.TableMaglev)) == 0 && ctrl.c.Status().Connected
 	})
 	ctrl.stop()
+}
+
+// TestBackupTakesOverStrict: on a device that, as P4Runtime 1.4 says,
+// promotes no backup when the primary leaves (NOT_FOUND, highest election
+// ID 500), the backup (200) takes over with 501, stores it in its election
+// ID file, and writes nothing to the already programmed device.
+func TestBackupTakesOverStrict(t *testing.T) {
+	t.Parallel()
+	s, dev := startSim(t, sim.WithStrictArbitration())
+	primaryCfg, backupCfg := noPeers(t, dev), noPeers(t, dev)
+	os.WriteFile(primaryCfg.Device.ElectionIDFile, []byte("499\n"), 0o600)
+	os.WriteFile(backupCfg.Device.ElectionIDFile, []byte("199\n"), 0o600)
+	primary := runController(t, primaryCfg)
+	waitFor(t, "the primary to sync", 20*time.Second, func() bool { return primary.c.Status().Syncs > 0 })
+	backup := runController(t, backupCfg)
+	waitFor(t, "the backup to start", 20*time.Second, func() bool { return backup.c.Status().ElectionID == 200 })
+	s.ResetStats()
+	primary.stop()
+	waitFor(t, "the backup to take over", 20*time.Second, func() bool {
+		st := backup.c.Status()
+		return st.Connected && st.Syncs > 0
+	})
+	if id := backup.c.Status().ElectionID; id != 501 {
+		t.Fatalf("backup election id %d, want 501", id)
+	}
+	if b, _ := os.ReadFile(backupCfg.Device.ElectionIDFile); string(b) != "501\n" {
+		t.Fatalf("election id file %q", b)
+	}
+	if st := s.Stats(); st.WriteRPCs != 0 || st.PipelineSets != 0 {
+		t.Fatalf("takeover rewrote the device: %+v", st)
+	}
+	backup.stop()
 }

@@ -160,9 +160,21 @@ func nextElectionID(path string) (uint64, error) {
 		return 0, fmt.Errorf("election id file: %w", err)
 	}
 	next := last + 1
+	if err := writeElectionID(path, next); err != nil {
+		return 0, err
+	}
+	return next, nil
+}
+
+// writeElectionID stores id in the file (temp file and rename); no file,
+// nothing stored.
+func writeElectionID(path string, next uint64) error {
+	if path == "" {
+		return nil
+	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".election-id-*")
 	if err != nil {
-		return 0, fmt.Errorf("election id file: %w", err)
+		return fmt.Errorf("election id file: %w", err)
 	}
 	_, err = fmt.Fprintf(tmp, "%d\n", next)
 	if err == nil {
@@ -176,9 +188,9 @@ func nextElectionID(path string) (uint64, error) {
 	}
 	if err != nil {
 		os.Remove(tmp.Name())
-		return 0, fmt.Errorf("election id file: %w", err)
+		return fmt.Errorf("election id file: %w", err)
 	}
-	return next, nil
+	return nil
 }
 
 // Run starts the BGP speaker and keeps the device in step until ctx ends
@@ -364,7 +376,7 @@ func (c *Controller) session(ctx context.Context, healthy func()) error {
 	}
 	defer cl.Close()
 	// A backup waits here until the device makes it primary.
-	if err := cl.WaitPrimary(ctx); err != nil {
+	if err := c.waitPrimary(ctx, cl); err != nil {
 		return err
 	}
 	c.m.primary.Set(1)
@@ -447,6 +459,47 @@ func (c *Controller) session(ctx context.Context, healthy func()) error {
 		case <-arb:
 		case <-c.kick:
 		case <-resync.C:
+		}
+	}
+}
+
+// waitPrimary waits until the device names this client primary. A
+// P4Runtime 1.4 device does not promote a backup when the primary leaves:
+// it reports no primary (NOT_FOUND) with the highest election ID it has
+// seen, and waits for a client to arbitrate with one at least as high.
+// The backup then takes over with that ID plus one, stored in the
+// election ID file so a restart still outranks it.
+func (c *Controller) waitPrimary(ctx context.Context, cl *client.Client) error {
+	for {
+		ch := cl.Changed()
+		if cl.Primary() {
+			return nil
+		}
+		if none, h := cl.NoPrimary(); none && h != nil {
+			c.mu.Lock()
+			id := c.election
+			c.mu.Unlock()
+			if h.High == 0 && h.Low >= id && h.Low < ^uint64(0) {
+				next := h.Low + 1
+				if err := writeElectionID(c.cfg.Device.ElectionIDFile, next); err != nil {
+					return err
+				}
+				c.mu.Lock()
+				c.election = next
+				c.status.ElectionID = next
+				c.mu.Unlock()
+				c.log.Info("the device has no primary: taking over", "highest_seen", h.Low, "election_id", next)
+				if err := cl.Rearbitrate(0, next); err != nil {
+					return err
+				}
+			}
+		}
+		select {
+		case <-ch:
+		case <-cl.Done():
+			return cl.Err()
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 }

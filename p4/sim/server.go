@@ -77,17 +77,30 @@ type streamClient struct {
 type arbiter struct {
 	mu      sync.Mutex
 	clients map[*streamClient]bool
+	strict  bool                  // see WithStrictArbitration
+	highest map[string]electionID // highest election ID seen per role
 }
 
-func (a *arbiter) init() { a.clients = map[*streamClient]bool{} }
+func (a *arbiter) init() { a.clients = map[*streamClient]bool{}; a.highest = map[string]electionID{} }
 
-// primary returns the client of role with the highest election ID.
+// seen records an election ID a client of role arbitrated with.
+func (a *arbiter) seen(role string, id electionID) {
+	if h, ok := a.highest[role]; !ok || h.less(id) {
+		a.highest[role] = id
+	}
+}
+
+// primary returns the client of role with the highest election ID; in
+// strict mode only if that ID is the highest the role has seen.
 func (a *arbiter) primary(role string) *streamClient {
 	var p *streamClient
 	for c := range a.clients {
 		if c.role == role && c.hasID && (p == nil || p.id.less(c.id)) {
 			p = c
 		}
+	}
+	if a.strict && p != nil && p.id.less(a.highest[role]) {
+		return nil
 	}
 	return p
 }
@@ -105,6 +118,9 @@ func (a *arbiter) notify(role string, deviceID uint64) {
 		}
 		switch {
 		case p == nil:
+			if h, ok := a.highest[role]; ok {
+				u.ElectionId = &p4v1.Uint128{High: h.hi, Low: h.lo}
+			}
 			u.Status = &rpcstatus.Status{Code: int32(codes.NotFound), Message: "no primary"}
 		case c == p:
 			u.ElectionId = &p4v1.Uint128{High: p.id.hi, Low: p.id.lo}
@@ -191,6 +207,7 @@ func (v *service) StreamChannel(st p4v1.P4Runtime_StreamChannelServer) error {
 					}
 				}
 				c.id, c.hasID = id, true
+				s.arb.seen(role, id)
 			} else {
 				c.hasID = false
 			}

@@ -34,6 +34,13 @@ func WithLogger(l *slog.Logger) Option { return func(s *Sim) { s.log = l } }
 // WithClock sets the clock the meters run on (default time.Now).
 func WithClock(now func() time.Time) Option { return func(s *Sim) { s.now = now } }
 
+// WithStrictArbitration makes arbitration follow P4Runtime 1.4 to the
+// letter where the default is lenient: when the primary leaves, no backup
+// is promoted; the role has no primary (backups are told NOT_FOUND with
+// the highest election ID seen) until a client arbitrates with an
+// election ID at least that high.
+func WithStrictArbitration() Option { return func(s *Sim) { s.arb.strict = true } }
+
 // WithDeviceID sets the P4Runtime device ID (default 1).
 func WithDeviceID(id uint64) Option { return func(s *Sim) { s.deviceID = id } }
 

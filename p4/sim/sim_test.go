@@ -465,3 +465,50 @@ func programmed(t testing.TB, mac [6]byte) *Sim {
 	}
 	return s
 }
+
+// TestStrictArbitration: with WithStrictArbitration, a primary that leaves
+// is not replaced by the backup; the backup hears NOT_FOUND with the
+// highest election ID seen (128-bit: high word set), its writes are
+// refused, and it becomes primary by arbitrating above that ID.
+func TestStrictArbitration(t *testing.T) {
+	t.Parallel()
+	s := New(WithStrictArbitration())
+	addr := start(t, s)
+	low, err := client.Dial(ctx(t), addr, 1, 1, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { low.Close() })
+	high, err := client.Dial(ctx(t), addr, 1, 2, 0) // high word 2 outranks (1, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := high.WaitPrimary(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	high.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if none, _ := low.NoPrimary(); none {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	none, h := low.NoPrimary()
+	if !none || low.Primary() || h.GetHigh() != 2 || h.GetLow() != 0 {
+		t.Fatalf("after the primary left: no primary %v, primary %v, highest %v", none, low.Primary(), h)
+	}
+	info, _ := p4.P4Info()
+	if err := low.SetPipeline(ctx(t), info, nil, 1); status.Code(errors.Unwrap(err)) != codes.PermissionDenied {
+		t.Fatalf("backup set pipeline: %v", err)
+	}
+	if err := low.Rearbitrate(2, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := low.WaitPrimary(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := low.SetPipeline(ctx(t), info, nil, 1); err != nil {
+		t.Fatal(err)
+	}
+}
