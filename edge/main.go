@@ -2,12 +2,12 @@ package edge
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
+
+	"github.com/v6pod/v6pod/internal/cli"
 )
 
 const usage = `usage: edge [--config FILE] [--listen ADDR]... [--tls-listen ADDR --tls-certs DIR]
@@ -44,25 +44,18 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	)
 	addListen := func(tls bool) func(string) error {
 		return func(v string) error {
-			for _, a := range strings.Split(v, ",") {
-				if a = strings.TrimSpace(a); a != "" {
-					listens = append(listens, Listener{Addr: a, TLS: tls})
-				}
+			var addrs []string
+			cli.List(&addrs)(v)
+			for _, a := range addrs {
+				listens = append(listens, Listener{Addr: a, TLS: tls})
 			}
 			return nil
 		}
 	}
 	fs.Func("listen", "plain HTTP `address` to serve (repeat or comma-separate)", addListen(false))
 	fs.Func("tls-listen", "HTTPS `address` to serve (repeat or comma-separate)", addListen(true))
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "edge: unexpected argument %q\n", fs.Arg(0))
-		return 2
+	if code, ok := cli.Parse(fs, args); !ok {
+		return code
 	}
 	var cfg Config
 	if *configPath != "" {
@@ -90,17 +83,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			cfg.AccessLog.Enabled = *accessLog
 		}
 	})
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		fmt.Fprintf(stderr, "edge: --log-level %q: %v\n", *logLevel, err)
+	logger, err := cli.Logger(stderr, *logLevel, *logFormat)
+	if err != nil {
+		fmt.Fprintf(stderr, "edge: %v\n", err)
 		return 2
 	}
-	hopts := &slog.HandlerOptions{Level: level}
-	var h slog.Handler = slog.NewTextHandler(stderr, hopts)
-	if *logFormat == "json" {
-		h = slog.NewJSONHandler(stderr, hopts)
-	}
-	logger := slog.New(h)
 	_, run, err := NewWithBGP(cfg, cfg.BGP, logger, WithLogger(logger), WithAccessLogger(slog.New(slog.NewJSONHandler(stdout, nil))))
 	if err != nil {
 		fmt.Fprintln(stderr, err)
