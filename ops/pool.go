@@ -406,37 +406,25 @@ func poolRemoveAddr(c *call) error {
 }
 
 func poolDrain(c *call) error {
-	name := c.args[0]
-	as, err := parseAddrs("pool "+name, c.args[1:])
-	if err != nil {
-		return err
-	}
-	d, changed, err := c.update(func(d *model.Document) error {
-		p, err := getPool(d, name)
-		if err != nil {
-			return err
-		}
-		if err := mustBeInPool(p, as); err != nil {
-			return err
-		}
-		if err := notRotating(p, as); err != nil {
-			return err
-		}
+	return drainAddrs(c, "drained", func(p *model.Pool, as []netip.Addr) {
 		for _, a := range as {
 			if !slices.Contains(p.Drain, a) {
 				p.Drain = append(p.Drain, a)
 			}
 		}
-		return nil
 	})
-	if err != nil {
-		return err
-	}
-	c.done(d, changed, "pool %s: drained %s", name, addrStrings(as))
-	return nil
 }
 
 func poolUndrain(c *call) error {
+	return drainAddrs(c, "undrained", func(p *model.Pool, as []netip.Addr) {
+		p.Drain = slices.DeleteFunc(p.Drain, func(a netip.Addr) bool { return slices.Contains(as, a) })
+	})
+}
+
+// drainAddrs applies change to the drain list of the pool named by the
+// first argument, for the addresses that follow, after the checks drain and
+// undrain share: the addresses belong to the pool and no rotation owns them.
+func drainAddrs(c *call, did string, change func(p *model.Pool, as []netip.Addr)) error {
 	name := c.args[0]
 	as, err := parseAddrs("pool "+name, c.args[1:])
 	if err != nil {
@@ -453,13 +441,13 @@ func poolUndrain(c *call) error {
 		if err := notRotating(p, as); err != nil {
 			return err
 		}
-		p.Drain = slices.DeleteFunc(p.Drain, func(a netip.Addr) bool { return slices.Contains(as, a) })
+		change(p, as)
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	c.done(d, changed, "pool %s: undrained %s", name, addrStrings(as))
+	c.done(d, changed, "pool %s: %s %s", name, did, addrStrings(as))
 	return nil
 }
 
