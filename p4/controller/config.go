@@ -63,6 +63,12 @@ type BGPConfig struct {
 	// the peers before its first write to the maglev table (so a restart
 	// does not wipe the device before the servers have re-announced).
 	ConvergeTime time.Duration `yaml:"converge_time"`
+	// FlapHoldDown damps a flapping server: a withdrawal takes effect at
+	// once, but a server that re-announces a VIP gets its slots back only
+	// once it has not withdrawn for this long (each withdrawal restarts
+	// the wait), so a server flapping faster than this costs one rewrite,
+	// not two per flap. Default 5s; negative disables.
+	FlapHoldDown time.Duration `yaml:"flap_hold_down"`
 }
 
 // PeerConfig is one configured NAT64 server session.
@@ -179,6 +185,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.BGP.ConvergeTime == 0 {
 		c.BGP.ConvergeTime = 10 * time.Second
+	}
+	if c.BGP.FlapHoldDown == 0 {
+		c.BGP.FlapHoldDown = 5 * time.Second
 	}
 	if c.NAT64Prefix == "" {
 		c.NAT64Prefix = DefaultPrefix

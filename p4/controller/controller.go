@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -64,6 +65,9 @@ type Controller struct {
 	runCancel context.CancelFunc // cancels a running Run; under mu
 	runDone   chan struct{}      // closed when Run returns; under mu
 	closed    bool               // Close was called; under mu
+
+	announced   map[netip.Addr][]netip.Addr // VIP → next hops as BGP has them; under mu
+	withdrawnAt map[vipHop]time.Time        // last withdrawal per VIP and next hop; under mu
 
 	dynEIPs    []EIPConfig // from eip_source; under mu
 	eipsLoaded bool        // eip_source read at least once (or none configured); under mu
@@ -283,7 +287,7 @@ func (c *Controller) routeLoop(ctx context.Context) {
 			return
 		case <-c.bgpKick:
 		}
-		routes, err := c.readRoutes(ctx)
+		raw, err := c.readRoutes(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -300,17 +304,69 @@ func (c *Controller) routeLoop(ctx context.Context) {
 			}
 			continue
 		}
-		c.mu.Lock()
-		changed := !sameRoutes(c.routes, routes)
-		c.routes = routes
-		c.mu.Unlock()
-		if changed {
+		if c.setRoutes(raw, time.Now()) {
 			select {
 			case c.kick <- struct{}{}:
 			default:
 			}
 		}
 	}
+}
+
+type vipHop struct{ vip, nh netip.Addr }
+
+// setRoutes records the routes BGP holds and derives the ones the tables
+// use: a next hop that withdrew a VIP less than flap_hold_down ago stays
+// out of it (a re-read of the routes is scheduled for when it may
+// return). It reports whether the routes in use changed.
+func (c *Controller) setRoutes(raw map[netip.Addr][]netip.Addr, now time.Time) bool {
+	hold := c.cfg.BGP.FlapHoldDown
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.withdrawnAt == nil {
+		c.withdrawnAt = map[vipHop]time.Time{}
+	}
+	for vip, hops := range c.announced {
+		for _, nh := range hops {
+			if !slices.Contains(raw[vip], nh) {
+				c.withdrawnAt[vipHop{vip, nh}] = now
+			}
+		}
+	}
+	c.announced = raw
+	routes := map[netip.Addr][]netip.Addr{}
+	var wake time.Duration
+	for vip, hops := range raw {
+		for _, nh := range hops {
+			k := vipHop{vip, nh}
+			if at, ok := c.withdrawnAt[k]; ok && hold > 0 {
+				if left := at.Add(hold).Sub(now); left > 0 {
+					if wake == 0 || left < wake {
+						wake = left
+					}
+					continue
+				}
+				delete(c.withdrawnAt, k)
+			}
+			routes[vip] = append(routes[vip], nh)
+		}
+	}
+	for k, at := range c.withdrawnAt {
+		if hold <= 0 || now.Sub(at) >= hold {
+			delete(c.withdrawnAt, k)
+		}
+	}
+	if wake > 0 {
+		time.AfterFunc(wake, func() {
+			select {
+			case c.bgpKick <- struct{}{}:
+			default:
+			}
+		})
+	}
+	changed := !sameRoutes(c.routes, routes)
+	c.routes = routes
+	return changed
 }
 
 func sameRoutes(a, b map[netip.Addr][]netip.Addr) bool {
@@ -430,9 +486,7 @@ func (c *Controller) session(ctx context.Context, healthy func()) error {
 		default:
 		}
 		if routes, err := c.readRoutes(ctx); err == nil {
-			c.mu.Lock()
-			c.routes = routes
-			c.mu.Unlock()
+			c.setRoutes(routes, time.Now())
 		}
 	}
 	resync := time.NewTicker(c.cfg.Device.Resync)
