@@ -214,14 +214,33 @@ func (s *Speaker) deadmanLoop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.HealthInterval / 2)
 	defer t.Stop()
 	limit := time.Duration(s.cfg.DeadmanIntervals) * s.cfg.HealthInterval
+	var backSince time.Time // tripped, and beating again since
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		age := s.now().Sub(time.Unix(0, s.lastBeat.Load()))
+		now := s.now()
+		age := now.Sub(time.Unix(0, s.lastBeat.Load()))
 		tripped := age > limit
+		s.mu.Lock()
+		was := s.deadman
+		s.mu.Unlock()
+		// Hysteresis: once tripped, the routes come back only after the
+		// loop has beaten for a whole limit without stalling again, so a
+		// loop that stalls on and off does not flap the routes (and get
+		// them damped by the routers).
+		if was && !tripped {
+			if backSince.IsZero() {
+				backSince = now
+			}
+			if now.Sub(backSince) < limit {
+				tripped = true
+			}
+		} else {
+			backSince = time.Time{}
+		}
 		s.mu.Lock()
 		changed := s.deadman != tripped
 		s.deadman = tripped

@@ -473,7 +473,16 @@ func TestDeadmanWithdraws(t *testing.T) {
 		t.Error("status does not say dead-man")
 	}
 	mu.Unlock()
-	waitFor(t, tor, 3*time.Second, "routes back", allThere)
+	// Hysteresis: not back before the loop has beaten for a whole limit
+	// (1s here) — a loop that stalls on and off must not flap the routes.
+	released := time.Now()
+	for time.Since(released) < 500*time.Millisecond {
+		if m := routes(t, tor); len(m) != 0 {
+			t.Fatalf("routes back %s after the loop resumed, before the dead-man's hold (1s)", time.Since(released).Round(time.Millisecond))
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	waitFor(t, tor, 5*time.Second, "routes back", allThere)
 }
 
 // The optional local check: a VIP is announced after rise passes of a TCP
