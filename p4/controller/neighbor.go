@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"net"
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
@@ -37,7 +38,22 @@ func kernelNeighbor(nh netip.Addr) ([6]byte, bool) {
 		copy(mac[:], n.HardwareAddr)
 		return mac, true
 	}
+	solicit(nh)
 	return [6]byte{}, false
+}
+
+// solicit makes the kernel resolve nh: a neighbour entry exists only once
+// something sent to the address, and the controller itself may never
+// talk to a server (its BGP session can come from another address). One
+// UDP datagram to the discard port starts neighbour discovery (or ARP);
+// a later sync finds the entry.
+func solicit(nh netip.Addr) {
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(nh, 9)))
+	if err != nil {
+		return
+	}
+	c.Write([]byte{0})
+	c.Close()
 }
 
 // resolve returns a server's MAC: the configured one, else the kernel's

@@ -1,11 +1,14 @@
 package controller
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -92,5 +95,69 @@ func TestKernelNeighbor(t *testing.T) {
 	}
 	if !r.ok || r.mac != [6]byte{2, 0x64, 0, 0, 0, 7} || r.other {
 		t.Fatalf("lookup: %x %v, unknown found %v", r.mac, r.ok, r.other)
+	}
+}
+
+// TestKernelNeighborSolicits: a server the controller never talked to has
+// no neighbour entry; the lookup misses but starts neighbour discovery, so
+// a later lookup (the next sync) finds its MAC. Two namespaces joined by
+// a veth pair.
+func TestKernelNeighborSolicits(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces)")
+	}
+	a, b := fmt.Sprintf("p4nd-a-%d", os.Getpid()), fmt.Sprintf("p4nd-b-%d", os.Getpid())
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	run("netns", "add", a)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", a).Run() })
+	run("netns", "add", b)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", b).Run() })
+	run("-n", a, "link", "add", "ndx", "type", "veth", "peer", "name", "ndy", "netns", b)
+	run("-n", b, "link", "set", "ndy", "address", "02:64:00:00:00:09")
+	run("-n", a, "addr", "add", "2001:db8:64::1/64", "dev", "ndx", "nodad")
+	run("-n", b, "addr", "add", "2001:db8:64::9/64", "dev", "ndy", "nodad")
+	run("-n", a, "link", "set", "ndx", "up")
+	run("-n", b, "link", "set", "ndy", "up")
+
+	type result struct {
+		first, later bool
+		mac          [6]byte
+		err          error
+	}
+	res := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread leaves with the namespace
+		f, err := os.Open("/var/run/netns/" + a)
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			res <- result{err: err}
+			return
+		}
+		nh := netip.MustParseAddr("2001:db8:64::9")
+		_, first := kernelNeighbor(nh)
+		var r result
+		r.first = first
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if r.mac, r.later = kernelNeighbor(nh); r.later {
+				break
+			}
+		}
+		res <- r
+	}()
+	r := <-res
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.first || !r.later || r.mac != [6]byte{2, 0x64, 0, 0, 0, 9} {
+		t.Fatalf("first lookup %v, later %v %x", r.first, r.later, r.mac)
 	}
 }
