@@ -636,7 +636,11 @@ func (c *Controller) sync(ctx context.Context, cl *client.Client, installed *sta
 		vipByID[v.ID] = v.Name
 	}
 	for id, n := range p.slotsChanged {
-		c.m.slotsChanged.WithLabelValues(vipByID[id]).Observe(float64(n))
+		name, ok := vipByID[id]
+		if !ok {
+			name = "unknown" // stray entries of a VIP id not configured (deleted)
+		}
+		c.m.slotsChanged.WithLabelValues(name).Observe(float64(n))
 	}
 	withServers := 0
 	for _, v := range c.cfg.VIPs {

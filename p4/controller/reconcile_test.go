@@ -160,5 +160,22 @@ func TestReconcilesOtherCookie(t *testing.T) {
 	if len(s.Entries(p4.TableEIPToVIP)) != 1 || len(s.Entries(p4.TableMaglev)) != 0 {
 		t.Fatal("entries after reconcile")
 	}
+	// The stray slot's VIP id is not configured: its delete is counted
+	// under vip="unknown", not an empty label.
+	mfs, err := ctrl.c.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var labels []string
+	for _, mf := range mfs {
+		if mf.GetName() == "p4access_slots_changed" {
+			for _, m := range mf.Metric {
+				labels = append(labels, m.GetLabel()[0].GetValue())
+			}
+		}
+	}
+	if len(labels) != 1 || labels[0] != "unknown" {
+		t.Fatalf("slots_changed vip labels %q", labels)
+	}
 	ctrl.stop()
 }
