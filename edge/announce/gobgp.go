@@ -23,8 +23,11 @@ var (
 	familyV6 = &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}
 )
 
-// startMu serializes GoBGP's StartBgp across the speakers of a process.
-var startMu sync.Mutex
+// startMu orders GoBGP's StartBgp (write lock), which writes two package
+// globals, against every other call into GoBGP (read lock) that may read
+// them (best-path selection), across the speakers of a process (tests;
+// a daemon runs one speaker).
+var startMu sync.RWMutex
 
 // startBGP starts the embedded GoBGP server and adds the peers.
 func (s *Speaker) startBGP(ctx context.Context) error {
@@ -113,6 +116,8 @@ func (s *Speaker) callBGP(ctx context.Context, op string, f func(ctx context.Con
 		if h := s.testHookAPI; h != nil {
 			h(op)
 		}
+		startMu.RLock()
+		defer startMu.RUnlock()
 		done <- f(ctx)
 	}()
 	select {
@@ -161,6 +166,12 @@ func (s *Speaker) stopBGP() {
 	if err := s.callBGP(ctx, "stop", func(context.Context) error { s.bgp.Stop(); return nil }); err != nil {
 		s.log.Error("bgp: stop", "err", err)
 	}
+	// GoBGP may still deliver peer events after Stop; once a callback in
+	// flight has finished, none is handled (nor logged: the embedder's
+	// log writer may be gone once Close returned).
+	s.evMu.Lock()
+	s.evStopped = true
+	s.evMu.Unlock()
 	s.mu.Lock()
 	now := s.now()
 	for _, p := range s.peers {
@@ -310,6 +321,11 @@ func (s *Speaker) waitSent(ctx context.Context, base map[string]uint64, n int) {
 
 // onPeerEvent records session state changes.
 func (s *Speaker) onPeerEvent(r *api.WatchEventResponse) {
+	s.evMu.RLock()
+	defer s.evMu.RUnlock()
+	if s.evStopped {
+		return
+	}
 	ev := r.GetPeer()
 	// GoBGP sends the idle of a deleted peer (its session goroutines have
 	// ended) without a type: UNKNOWN.

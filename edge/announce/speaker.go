@@ -80,6 +80,8 @@ type Speaker struct {
 	now          func() time.Time
 
 	bgp        *server.BgpServer
+	evMu       sync.RWMutex // held (read) while a peer event is handled
+	evStopped  bool         // under evMu: the server is stopped, events are ignored
 	apiTimeout time.Duration
 	// testHookAPI, when set, runs before every GoBGP API call (tests
 	// make GoBGP "hang" with it).
