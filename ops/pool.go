@@ -374,57 +374,39 @@ func notRotating(p *model.Pool, as []netip.Addr) error {
 }
 
 func poolRemoveAddr(c *call) error {
-	name := c.args[0]
-	as, err := parseAddrs("pool "+name, c.args[1:])
-	if err != nil {
-		return err
-	}
-	d, changed, err := c.update(func(d *model.Document) error {
-		p, err := getPool(d, name)
-		if err != nil {
-			return err
-		}
-		if err := mustBeInPool(p, as); err != nil {
-			return err
-		}
-		if err := notRotating(p, as); err != nil {
-			return err
-		}
+	return changeAddrs(c, "removed", func(p *model.Pool, as []netip.Addr) error {
 		for _, a := range as {
 			if !c.o.force && !slices.Contains(p.Drain, a) && p.State == model.Active {
-				return fmt.Errorf("pool %s: %s is not drained: resolvers may still hand it out; drain it and wait twice the TTL (ops pool rotate does both), or pass --force", name, a)
+				return fmt.Errorf("pool %s: %s is not drained: resolvers may still hand it out; drain it and wait twice the TTL (ops pool rotate does both), or pass --force", p.Name, a)
 			}
 			removeFrom(p, a)
 		}
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	c.done(d, changed, "pool %s: removed %s", name, addrStrings(as))
-	return nil
 }
 
 func poolDrain(c *call) error {
-	return drainAddrs(c, "drained", func(p *model.Pool, as []netip.Addr) {
+	return changeAddrs(c, "drained", func(p *model.Pool, as []netip.Addr) error {
 		for _, a := range as {
 			if !slices.Contains(p.Drain, a) {
 				p.Drain = append(p.Drain, a)
 			}
 		}
+		return nil
 	})
 }
 
 func poolUndrain(c *call) error {
-	return drainAddrs(c, "undrained", func(p *model.Pool, as []netip.Addr) {
+	return changeAddrs(c, "undrained", func(p *model.Pool, as []netip.Addr) error {
 		p.Drain = slices.DeleteFunc(p.Drain, func(a netip.Addr) bool { return slices.Contains(as, a) })
+		return nil
 	})
 }
 
-// drainAddrs applies change to the drain list of the pool named by the
-// first argument, for the addresses that follow, after the checks drain and
-// undrain share: the addresses belong to the pool and no rotation owns them.
-func drainAddrs(c *call, did string, change func(p *model.Pool, as []netip.Addr)) error {
+// changeAddrs applies change to the pool named by the first argument, for
+// the addresses that follow, after the checks remove-addr, drain and undrain
+// share: the addresses belong to the pool and no rotation owns them.
+func changeAddrs(c *call, did string, change func(p *model.Pool, as []netip.Addr) error) error {
 	name := c.args[0]
 	as, err := parseAddrs("pool "+name, c.args[1:])
 	if err != nil {
@@ -441,8 +423,7 @@ func drainAddrs(c *call, did string, change func(p *model.Pool, as []netip.Addr)
 		if err := notRotating(p, as); err != nil {
 			return err
 		}
-		change(p, as)
-		return nil
+		return change(p, as)
 	})
 	if err != nil {
 		return err
