@@ -425,21 +425,7 @@ func (p *Path) icmpError4to6(in, out, l4 []byte, h *packet.IPv6Fields) Result {
 	copy(o, il4[:n])
 	switch iproto {
 	case protoTCP, protoUDP:
-		oport := be.Uint16(il4[0:])
-		be.PutUint16(o[0:], s.b.port6)
-		co := packet.TCPChecksum
-		if iproto == protoUDP {
-			co = packet.UDPChecksum
-		}
-		if n >= co+2 && !(iproto == protoUDP && be.Uint16(o[co:]) == 0) {
-			oldSum := packet.Combine(packet.Sum(inner[12:20], 0), oport)
-			newSum := packet.Combine(packet.Sum(out[48+8:48+40], 0), s.b.port6)
-			c := packet.UpdateSum(be.Uint16(o[co:]), oldSum, newSum)
-			if iproto == protoUDP && c == 0 {
-				c = 0xffff
-			}
-			be.PutUint16(o[co:], c)
-		}
+		rewriteInnerPort(o, iproto, 0, s.b.port6, packet.Sum(inner[12:20], 0), packet.Sum(out[48+8:48+40], 0))
 	case protoICMP:
 		it := il4[0]
 		nt := uint8(129)

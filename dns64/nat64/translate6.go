@@ -429,21 +429,7 @@ func (p *Path) icmpError6to4(in, out, l4 []byte, dst4 [4]byte, h *packet.IPv4Fie
 	copy(o, il4[:n])
 	switch inh {
 	case protoTCP, protoUDP:
-		oport := be.Uint16(il4[2:])
-		be.PutUint16(o[2:], s.b.port4)
-		co := packet.TCPChecksum
-		if inh == protoUDP {
-			co = packet.UDPChecksum
-		}
-		if n >= co+2 && !(inh == protoUDP && be.Uint16(o[co:]) == 0) {
-			oldSum := packet.Combine(packet.Sum(inner[8:40], 0), oport)
-			newSum := packet.Combine(packet.Sum(out[28+12:28+20], 0), s.b.port4)
-			c := packet.UpdateSum(be.Uint16(o[co:]), oldSum, newSum)
-			if inh == protoUDP && c == 0 {
-				c = 0xffff
-			}
-			be.PutUint16(o[co:], c)
-		}
+		rewriteInnerPort(o, inh, 2, s.b.port4, packet.Sum(inner[8:40], 0), packet.Sum(out[28+12:28+20], 0))
 	case protoICMPv6:
 		it := il4[0]
 		nt := uint8(0)
