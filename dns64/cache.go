@@ -144,10 +144,9 @@ func skipName(b []byte, off int) (int, error) {
 // keep lock hold times short. Limits are per shard: the configured totals
 // divided by the shard count.
 type cache struct {
-	seed     maphash.Seed
-	shards   [cacheShards]cacheShard
-	onEvict  func()
-	disabled bool
+	seed    maphash.Seed
+	shards  [cacheShards]cacheShard
+	onEvict func()
 }
 
 const cacheShards = 16

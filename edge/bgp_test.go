@@ -35,14 +35,13 @@ func bgpNet() string {
 // bgpEdge is an edge with two listeners on two VIPs (127.0.N.10 and .11),
 // announced to a gobgpd ToR at 127.0.N.2 from 127.0.N.3.
 type bgpEdge struct {
-	srv        *Server
-	ann        *Announcer
-	tor        *testsvc.BGPPeer
-	vips       []netip.Prefix
-	edgeAddr   string
-	cancel     context.CancelFunc
-	done       chan error
-	upstreamOK func() bool
+	srv      *Server
+	ann      *Announcer
+	tor      *testsvc.BGPPeer
+	vips     []netip.Prefix
+	edgeAddr string
+	cancel   context.CancelFunc
+	done     chan error
 }
 
 func startBGPEdge(t *testing.T, ctx context.Context, opts ...Option) *bgpEdge {

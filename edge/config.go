@@ -422,14 +422,6 @@ func isPortZero(s string) bool {
 	return err == nil && ap.Port() == 0
 }
 
-// app returns the policy of an app.
-func (c *Config) app(name string) App {
-	if a, ok := c.Apps[name]; ok {
-		return a
-	}
-	return c.Defaults
-}
-
 // ParseConfig decodes a configuration strictly (unknown keys are errors
 // naming their line) and fills defaults; call Validate afterwards.
 func ParseConfig(name string, b []byte) (Config, error) {

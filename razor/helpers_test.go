@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -123,15 +122,6 @@ func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-func rrStrings(rrs []dns.RR) string {
-	var b strings.Builder
-	for _, rr := range rrs {
-		b.WriteString(rr.String())
-		b.WriteByte('\n')
-	}
-	return b.String()
 }
 
 // syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.

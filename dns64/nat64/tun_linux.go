@@ -80,9 +80,7 @@ func setupLink(name string, mtu int, pool6 netip.Prefix, pool4 [][2]uint32, noRo
 	}
 	dsts := []*net.IPNet{{IP: pool6.Addr().AsSlice(), Mask: net.CIDRMask(pool6.Bits(), 128)}}
 	for _, r := range pool4 {
-		for _, p := range rangeToPrefixes(r[0], r[1]) {
-			dsts = append(dsts, p)
-		}
+		dsts = append(dsts, rangeToPrefixes(r[0], r[1])...)
 	}
 	for _, d := range dsts {
 		rt := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: d, Scope: netlink.SCOPE_LINK}

@@ -99,7 +99,6 @@ type Speaker struct {
 	peers           map[netip.Addr]*PeerStatus
 	progress        chan struct{} // closed and replaced after every reconcile pass
 	addrsAdded      []netip.Prefix
-	statusGen       uint64
 
 	kick       chan struct{}
 	statusKick chan struct{}

@@ -63,7 +63,6 @@ func Build(backends []Backend, m uint64) (*Table, error) {
 type Builder struct {
 	taken []uint64
 	perm  []perm
-	order []int
 }
 
 type perm struct {

@@ -7,7 +7,6 @@ package sim
 
 import (
 	"bytes"
-	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -378,8 +377,4 @@ func (s *Sim) Running() (bool, uint64) {
 		return false, 0
 	}
 	return true, s.pipe.GetCookie().GetCookie()
-}
-
-func errorf(c codes.Code, format string, args ...any) error {
-	return status.Error(c, fmt.Sprintf(format, args...))
 }
