@@ -267,11 +267,11 @@ func (f *File) Watch(ctx context.Context, fn func(*model.Document, error)) error
 		last, lastErr = b, ""
 		fn(d, nil)
 	}
-	// Start watching before the first read, so no change slips between.
 	// The file's folder is watched, and when the path is a symlink the
 	// target's folder too (config management links a file into place and
-	// rewrites the target); a slow re-read catches what events cannot,
-	// such as a link pointed at another folder.
+	// rewrites the target). A slow re-read catches what events cannot: a
+	// link pointed at another folder, or a change made while the watches
+	// were still being set up.
 	errc := make(chan error, 2)
 	events := make(chan struct{}, 1)
 	notify := func() {
