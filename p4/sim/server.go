@@ -3,6 +3,7 @@ package sim
 import (
 	"context"
 	"net"
+	"slices"
 	"sort"
 	"sync"
 
@@ -568,12 +569,8 @@ func (s *Sim) read(e *p4v1.Entity, out []*p4v1.Entity) ([]*p4v1.Entity, error) {
 		}
 	case *p4v1.Entity_MeterEntry:
 		me := x.MeterEntry
-		var ids []uint32
-		if me.MeterId == 0 {
-			for id := range s.meters {
-				ids = append(ids, id)
-			}
-		} else {
+		ids := sortedIDs(s.meters)
+		if me.MeterId != 0 {
 			if _, ok := s.info.meters[me.MeterId]; !ok {
 				return nil, status.Errorf(codes.NotFound, "meter id %#x not in the pipeline", me.MeterId)
 			}
@@ -581,12 +578,9 @@ func (s *Sim) read(e *p4v1.Entity, out []*p4v1.Entity) ([]*p4v1.Entity, error) {
 		}
 		for _, id := range ids {
 			cells := s.meters[id]
-			lo, hi := int64(0), int64(len(cells))
-			if me.Index != nil {
-				if me.Index.Index < 0 || me.Index.Index >= hi {
-					return nil, status.Errorf(codes.OutOfRange, "meter index %d", me.Index.Index)
-				}
-				lo, hi = me.Index.Index, me.Index.Index+1
+			lo, hi, err := cellRange("meter", me.Index, len(cells))
+			if err != nil {
+				return nil, err
 			}
 			for i := lo; i < hi; i++ {
 				r := &p4v1.MeterEntry{MeterId: id, Index: &p4v1.Index{Index: i}}
@@ -598,13 +592,8 @@ func (s *Sim) read(e *p4v1.Entity, out []*p4v1.Entity) ([]*p4v1.Entity, error) {
 		}
 	case *p4v1.Entity_CounterEntry:
 		ce := x.CounterEntry
-		var ids []uint32
-		if ce.CounterId == 0 {
-			for id := range s.counters {
-				ids = append(ids, id)
-			}
-			sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-		} else {
+		ids := sortedIDs(s.counters)
+		if ce.CounterId != 0 {
 			if _, ok := s.info.counters[ce.CounterId]; !ok {
 				return nil, status.Errorf(codes.NotFound, "counter id %#x not in the pipeline", ce.CounterId)
 			}
@@ -612,12 +601,9 @@ func (s *Sim) read(e *p4v1.Entity, out []*p4v1.Entity) ([]*p4v1.Entity, error) {
 		}
 		for _, id := range ids {
 			cells := s.counters[id]
-			lo, hi := int64(0), int64(len(cells))
-			if ce.Index != nil {
-				if ce.Index.Index < 0 || ce.Index.Index >= hi {
-					return nil, status.Errorf(codes.OutOfRange, "counter index %d", ce.Index.Index)
-				}
-				lo, hi = ce.Index.Index, ce.Index.Index+1
+			lo, hi, err := cellRange("counter", ce.Index, len(cells))
+			if err != nil {
+				return nil, err
 			}
 			for i := lo; i < hi; i++ {
 				d := cells[i]
@@ -631,4 +617,27 @@ func (s *Sim) read(e *p4v1.Entity, out []*p4v1.Entity) ([]*p4v1.Entity, error) {
 		return nil, status.Errorf(codes.Unimplemented, "sim: reading %T", x)
 	}
 	return out, nil
+}
+
+// sortedIDs returns the ids of a meter or counter map in order, so wildcard
+// reads answer the same way every time.
+func sortedIDs[V any](m map[uint32]V) []uint32 {
+	ids := make([]uint32, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// cellRange is the cells a meter or counter read asks for: all n, or the
+// one idx names.
+func cellRange(kind string, idx *p4v1.Index, n int) (lo, hi int64, err error) {
+	if idx == nil {
+		return 0, int64(n), nil
+	}
+	if idx.Index < 0 || idx.Index >= int64(n) {
+		return 0, 0, status.Errorf(codes.OutOfRange, "%s index %d", kind, idx.Index)
+	}
+	return idx.Index, idx.Index + 1, nil
 }
